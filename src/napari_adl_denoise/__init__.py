@@ -1,0 +1,35 @@
+"""Deep-learning denoising of 2D images and 3D volumes, for napari and headless use.
+
+The compute API never imports Qt or napari::
+
+    import napari_adl_denoise as adl
+    result = adl.denoise(image)               # bundled ADL model for the data
+    result = adl.denoise(volume, method="nlm")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._adl import NoModelError
+from ._device import available_devices
+from .inference import DenoiseProgress, denoise, iter_denoise
+from .methods import get_method, list_methods, register_method
+from .weights import LoadedModel, ModelFileError, list_models, load_model, save_model
+
+__all__ = [
+    "DenoiseProgress",
+    "LoadedModel",
+    "ModelFileError",
+    "NoModelError",
+    "__version__",
+    "available_devices",
+    "denoise",
+    "get_method",
+    "iter_denoise",
+    "list_methods",
+    "list_models",
+    "load_model",
+    "register_method",
+    "save_model",
+]

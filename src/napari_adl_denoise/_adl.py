@@ -1,0 +1,159 @@
+"""The ADL method: tiled Efficient-Unet inference with OOM recovery."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Generator
+
+import numpy as np
+import torch
+
+from ._device import autocast, resolve_device
+from ._tiling import MULTIPLE, iter_tiles, round_up
+from .methods import MethodContext
+from .models import EfficientUnet
+from .weights import LoadedModel, list_models, load_model
+
+log = logging.getLogger(__name__)
+
+MIN_TILE = 16
+# Voxels per tile when the caller gives no tile shape (512^2 = 64^3 on CPU).
+TILE_BUDGET = {"cpu": 2**18, "mps": 2**19, "cuda": 2**21}
+
+
+class NoModelError(LookupError):
+    """No ADL model fits the data and none was given."""
+
+
+def default_model(spatial_dims: int, channels: int) -> LoadedModel:
+    """The bundled model for this kind of data (RGB for 3 channels, else gray)."""
+    wanted = 3 if channels == 3 else 1
+    candidates = [
+        m for m in list_models() if m.config.spatial_dims == spatial_dims and m.config.in_channels == wanted
+    ]
+    if not candidates:
+        kind = f"{spatial_dims}D {'RGB' if wanted == 3 else 'grayscale'}"
+        raise NoModelError(
+            f"no ADL model for {kind} data is installed; give a .safetensors weights file "
+            "(model= or --model; see `adl-denoise models`) or choose a classical method"
+        )
+    candidates.sort(key=lambda m: not m.card.get("default", False))
+    return load_model(candidates[0].path)
+
+
+def as_loaded_model(model: object, spatial_dims: int, channels: int) -> LoadedModel:
+    """Accept ``None`` (bundled default), a name or path, a LoadedModel or an EfficientUnet."""
+    if model is None:
+        loaded = default_model(spatial_dims, channels)
+    elif isinstance(model, LoadedModel):
+        loaded = model
+    elif isinstance(model, EfficientUnet):
+        loaded = LoadedModel("custom", model, model.config)
+    elif isinstance(model, str | os.PathLike):
+        loaded = load_model(model)
+    else:
+        raise ValueError(f"model must be a name, a path or an EfficientUnet, got {type(model).__name__}")
+    config = loaded.config
+    if config.spatial_dims != spatial_dims:
+        raise ValueError(
+            f"model {loaded.name!r} is a {config.spatial_dims}D model but the data is denoised "
+            f"in {spatial_dims}D (set spatial_dims={config.spatial_dims} or choose another model)"
+        )
+    if config.in_channels not in (channels, 1) or config.out_channels != config.in_channels:
+        raise ValueError(
+            f"model {loaded.name!r} takes {config.in_channels} channel(s) but the image has {channels}"
+        )
+    return loaded
+
+
+def _tile_shape(
+    requested: int | tuple[int, ...] | None, padded: tuple[int, ...], device: torch.device
+) -> tuple[int, ...]:
+    sd = len(padded)
+    if requested is None:
+        edge = int(TILE_BUDGET[device.type] ** (1 / sd) + 1e-6) // MULTIPLE * MULTIPLE
+        requested = (edge,) * sd
+    elif isinstance(requested, int):
+        requested = (requested,) * sd
+    if len(requested) != sd or any(int(t) < 1 for t in requested):
+        raise ValueError(f"tile_shape must be a positive int or {sd} positive ints, got {requested}")
+    return tuple(min(max(MIN_TILE, round_up(int(t))), p) for t, p in zip(requested, padded, strict=True))
+
+
+class _AdlRunner:
+    def __init__(self, ctx: MethodContext) -> None:
+        if not 0 <= ctx.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {ctx.overlap}")
+        self.ctx = ctx
+        self.loaded = as_loaded_model(ctx.model, ctx.spatial_dims, ctx.channels)
+        self.device = resolve_device(ctx.device)
+        self.requested_tile = ctx.tile_shape
+        self.model = self.loaded.model.eval().to(self.device)
+
+    def __call__(self, item: np.ndarray) -> Generator[tuple[int, int], None, np.ndarray]:
+        spatial = item.shape[1:]
+        self._padded = padded = tuple(round_up(s) for s in spatial)
+        x = np.pad(
+            item,
+            [(0, 0)] + [(0, p - s) for s, p in zip(spatial, padded, strict=True)],
+            mode="reflect",
+        )
+        tile = _tile_shape(self.requested_tile, padded, self.device)
+        while True:
+            try:
+                out = yield from self._run_tiles(x, tile)
+                break
+            except torch.cuda.OutOfMemoryError:
+                tile = self._recover(tile)
+        self.requested_tile = tile  # later items start from the size that fitted
+        return out[(slice(None), *(slice(0, s) for s in spatial))]
+
+    def _recover(self, tile: tuple[int, ...]) -> tuple[int, ...]:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        largest = max(range(len(tile)), key=lambda a: tile[a])
+        if tile[largest] > 2 * MIN_TILE:
+            smaller = list(tile)
+            smaller[largest] = round_up(math.ceil(tile[largest] / 2))
+            log.info("out of memory with tile %s on %s; retrying with %s", tile, self.device, smaller)
+            return tuple(smaller)
+        if self.device.type == "cpu":
+            raise MemoryError(f"out of memory even with tile {tile} on the CPU")
+        warnings.warn(
+            f"out of memory on {self.device} even with tile {tile}; continuing on the CPU",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        self.device = torch.device("cpu")
+        self.model = self.model.to(self.device)
+        return _tile_shape(None, self._padded, self.device)
+
+    def _run_tiles(
+        self, x: np.ndarray, tile: tuple[int, ...]
+    ) -> Generator[tuple[int, int], None, np.ndarray]:
+        groups = (
+            [x] if x.shape[0] == self.loaded.config.in_channels else [x[i : i + 1] for i in range(x.shape[0])]
+        )
+        spatial = x.shape[1:]
+        tiles = list(iter_tiles(spatial, tile, self.ctx.overlap))
+        total = len(tiles) * len(groups)
+        out = np.zeros((x.shape[0], *spatial), dtype=np.float32)
+        done = 0
+        yield done, total
+        for g, group in enumerate(groups):
+            channels = slice(None) if len(groups) == 1 else slice(g, g + 1)
+            for sl, weight in tiles:
+                patch = torch.from_numpy(np.ascontiguousarray(group[(slice(None), *sl)]))[None]
+                with torch.inference_mode(), autocast(self.device):
+                    y = self.model(patch.to(self.device))
+                out[(channels, *sl)] += y[0].float().cpu().numpy() * weight
+                done += 1
+                yield done, total
+        return out
+
+
+def adl_runner(ctx: MethodContext) -> _AdlRunner:
+    return _AdlRunner(ctx)

@@ -1,0 +1,241 @@
+"""Denoise 2D images, RGB images, 3D volumes and stacks of them with any registered method."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .methods import MethodContext, get_method
+
+__all__ = ["DenoiseProgress", "denoise", "iter_denoise", "robust_range"]
+
+# Intensities are mapped so these percentiles of the input become 0 and 1: robust to a few hot
+# or dead pixels, and the same affine map is inverted exactly on the output.
+PERCENTILES = (0.1, 99.9)
+_SAMPLE = 2**22
+
+
+@dataclass(frozen=True)
+class DenoiseProgress:
+    """One progress record, yielded after each tile (or each item for whole-image methods)."""
+
+    method: str
+    item: int
+    """Index of the 2D slice or 3D volume being denoised, in ``range(n_items)``."""
+    n_items: int
+    done: int
+    """Tiles finished in this item."""
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress in [0, 1]."""
+        return (self.item + (self.done / self.total if self.total else 0.0)) / self.n_items
+
+
+def robust_range(image: npt.ArrayLike) -> tuple[float, float]:
+    """The ``PERCENTILES`` of ``image`` (min and max if they coincide), on a subsample if large."""
+    flat = np.asarray(image).reshape(-1)
+    if flat.size > _SAMPLE:
+        flat = flat[:: flat.size // _SAMPLE + 1]
+    lo, hi = np.percentile(flat.astype(np.float64), PERCENTILES)
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    return float(lo), float(hi)
+
+
+def _layout(
+    shape: tuple[int, ...], channel_axis: int | None, spatial_dims: int | None
+) -> tuple[int, int, int | None]:
+    """Validate the axes; returns (spatial_dims, channels, channel axis as a positive index)."""
+    ndim = len(shape)
+    if channel_axis is not None:
+        if not -ndim <= channel_axis < ndim:
+            raise ValueError(f"channel_axis={channel_axis} is out of range for a {ndim}D array")
+        channel_axis %= ndim
+    channels = shape[channel_axis] if channel_axis is not None else 1
+    rest = ndim - (channel_axis is not None)
+    if spatial_dims is None:
+        spatial_dims = 2 if rest == 2 else 3
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if rest < spatial_dims:
+        raise ValueError(
+            f"image of shape {shape} has {rest} non-channel axes; {spatial_dims}D denoising needs "
+            f"at least {spatial_dims}"
+        )
+    return spatial_dims, channels, channel_axis
+
+
+def iter_denoise(
+    image: npt.ArrayLike,
+    method: str = "adl",
+    *,
+    model: Any = None,
+    device: str = "auto",
+    tile_shape: int | tuple[int, ...] | None = None,
+    overlap: float = 0.25,
+    channel_axis: int | None = None,
+    spatial_dims: int | None = None,
+    **options: Any,
+) -> Generator[DenoiseProgress, None, np.ndarray]:
+    """Denoise step by step: a generator yielding :class:`DenoiseProgress`, returning the result.
+
+    Takes the same arguments as :func:`denoise`. Closing the generator (or stopping to iterate)
+    cancels the job at the next tile. The result is the generator's return value::
+
+        gen = iter_denoise(volume)
+        try:
+            while True:
+                print(f"{next(gen).fraction:.0%}")
+        except StopIteration as stop:
+            result = stop.value
+    """
+    chosen = get_method(method)
+    if not chosen.available:
+        raise ValueError(
+            f"method {method!r} needs the optional package {chosen.requires!r} "
+            "(pip install 'napari-adl-denoise[baselines]')"
+        )
+    unknown = sorted(set(options) - set(chosen.options))
+    if unknown:
+        accepted = ", ".join(chosen.options) or "none"
+        raise ValueError(
+            f"method {method!r} does not take option(s) {', '.join(unknown)} (accepted: {accepted})"
+        )
+    if model is not None and not chosen.learned:
+        raise ValueError(f"model= applies to learned methods only, not to {method!r}")
+
+    array = np.asarray(image)
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"image dtype must be integer or floating point, got {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"image is empty (shape {array.shape})")
+    spatial_dims, channels, channel_axis = _layout(array.shape, channel_axis, spatial_dims)
+    if spatial_dims not in chosen.spatial_dims:
+        supported = " or ".join(f"{d}D" for d in chosen.spatial_dims)
+        raise ValueError(f"method {method!r} denoises {supported} data, not {spatial_dims}D")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError("image contains NaN or infinite values")
+
+    # Canonical layout (items, channels, *spatial); views where possible, never written to.
+    canonical = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array[None]
+    spatial = canonical.shape[-spatial_dims:]
+    lead = canonical.shape[1 : canonical.ndim - spatial_dims]
+    n_items = int(np.prod(lead, dtype=np.int64))
+    items = np.moveaxis(canonical.reshape(channels, n_items, *spatial), 1, 0)
+
+    lo, hi = robust_range(array)
+    scale = hi - lo
+    runner = None
+    if scale > 0:
+        ctx = MethodContext(spatial_dims, channels, model, device, tile_shape, overlap, dict(options))
+        runner = chosen.factory(ctx)
+    out = np.empty(items.shape, dtype=np.float32)
+    for index in range(n_items):
+        if runner is None:  # a constant image is its own denoised version
+            out[index] = items[index]
+            yield DenoiseProgress(method, index, n_items, 1, 1)
+            continue
+        normalised = ((items[index] - lo) / scale).astype(np.float32)
+        steps = runner(normalised)
+        try:
+            while True:
+                done, total = next(steps)
+                yield DenoiseProgress(method, index, n_items, done, total)
+        except StopIteration as stop:
+            result = stop.value
+        finally:
+            steps.close()
+        out[index] = result.astype(np.float64) * scale + lo
+
+    restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
+    return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
+
+
+def denoise(
+    image: npt.ArrayLike,
+    method: str = "adl",
+    *,
+    model: Any = None,
+    device: str = "auto",
+    tile_shape: int | tuple[int, ...] | None = None,
+    overlap: float = 0.25,
+    channel_axis: int | None = None,
+    spatial_dims: int | None = None,
+    progress: Callable[[DenoiseProgress], object] | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """Denoise a 2D image, an RGB image, a 3D volume or a stack of them.
+
+    Parameters
+    ----------
+    image : array_like
+        uint8, uint16, int16 (negative CT values are fine), float32 or float64. Never modified.
+    method : str
+        A name from :func:`~napari_adl_denoise.list_methods` ("adl", "nlm", "tv", ...).
+    model : str, path, LoadedModel or EfficientUnet, optional
+        ADL weights: a bundled model name, a ``.safetensors`` file, or a network. By default
+        the bundled model for the data (2D gray, 2D RGB or 3D); if none is installed a
+        :class:`NoModelError` says so (untrained weights never denoise an image).
+    device : str
+        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``. GPUs run in mixed precision; on CUDA out-of-memory the tile is halved and
+        retried, and finally the job moves to the CPU with a warning.
+    tile_shape : int or tuple of int, optional
+        Tile size per spatial axis (rounded up to a multiple of 8). Default: 512x512 / 64^3 on
+        CPU, larger on GPU. Memory is bounded by the tile, not the image.
+    overlap : float
+        Fraction of a tile shared with its neighbours, blended with a raised-cosine ramp.
+    channel_axis : int, optional
+        Axis holding colour channels (e.g. -1 for an RGB image).
+    spatial_dims : {2, 3}, optional
+        2: denoise slice by slice over the last two axes; 3: the last three axes are a volume.
+        Default: 2 for 2D data, 3 otherwise. Leading axes (time, slices) are looped over.
+    progress : callable, optional
+        Called with a :class:`DenoiseProgress` after every tile.
+    **options
+        Method options, e.g. ``sigma`` (noise level on the [0, 1]-normalised scale) for the
+        classical methods.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, same shape and intensity scale as ``image`` (no clipping or rounding to the
+        input dtype).
+
+    Raises
+    ------
+    ValueError
+        Unknown method, bad shape, axes, dtype, options, or NaN values (one-line message).
+
+    Examples
+    --------
+    2D with a classical method, and a 3D volume with ADL weights from a file:
+
+    >>> from skimage import data
+    >>> clean = denoise(data.camera()[:64, :64], method="tv")
+    >>> volume = denoise(mri, model="my-adl-3d.safetensors", tile_shape=64)  # doctest: +SKIP
+    """
+    steps = iter_denoise(
+        image,
+        method,
+        model=model,
+        device=device,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        channel_axis=channel_axis,
+        spatial_dims=spatial_dims,
+        **options,
+    )
+    try:
+        while True:
+            record = next(steps)
+            if progress is not None:
+                progress(record)
+    except StopIteration as stop:
+        return stop.value

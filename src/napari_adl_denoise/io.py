@@ -1,0 +1,127 @@
+"""Reading and writing images and volumes: TIFF, NIfTI, PNG/JPEG and NPY.
+
+NIfTI keeps its affine, header and voxel spacing from input to output. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._files import atomic_path
+
+__all__ = ["FORMATS", "ImageFile", "read_image", "write_image"]
+
+FORMATS = {
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".npy": "npy",
+}
+
+
+@dataclass
+class ImageFile:
+    """Pixel data plus what is needed to write a result back faithfully."""
+
+    data: np.ndarray
+    format: str
+    spacing: tuple[float, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Format specifics: ``affine`` and ``header`` for NIfTI."""
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format name for ``path``'s extension; ValueError if unsupported."""
+    name = str(path).lower()
+    for ext in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(ext):
+            return FORMATS[ext]
+    raise ValueError(f"unsupported file type {Path(path).name!r}; use one of {', '.join(sorted(FORMATS))}")
+
+
+def read_image(path: str | os.PathLike) -> ImageFile:
+    """Read an image or volume.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Unsupported extension or unreadable content (one-line message).
+    """
+    path = Path(path)
+    fmt = image_format(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        if fmt == "nifti":
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            return ImageFile(
+                np.asanyarray(img.dataobj),
+                fmt,
+                tuple(float(z) for z in img.header.get_zooms()),
+                {"affine": img.affine, "header": img.header},
+            )
+        if fmt == "tiff":
+            import tifffile
+
+            return ImageFile(tifffile.imread(path), fmt)
+        if fmt == "npy":
+            return ImageFile(np.load(path, allow_pickle=False), fmt)
+        import imageio.v3 as iio
+
+        return ImageFile(iio.imread(path), fmt)
+    except (OSError, ValueError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot read {path} as {fmt}: {first}") from None
+
+
+def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | None = None) -> Path:
+    """Write ``data`` atomically in the format of ``path``'s extension.
+
+    TIFF, NIfTI and NPY store the array's dtype (float32 for denoised results). PNG and JPEG
+    hold integers only: the result is rounded and clipped to the dtype of ``like`` (uint8 by
+    default). A NIfTI result reuses the affine and header of ``like`` when it is NIfTI.
+    """
+    path = Path(path)
+    fmt = image_format(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    with atomic_path(path) as tmp:
+        if fmt == "nifti":
+            import nibabel as nib
+
+            affine = like.extra.get("affine") if like is not None else None
+            header = like.extra.get("header") if like is not None else None
+            img = nib.Nifti1Image(data, affine if affine is not None else np.eye(4), header=header)
+            img.set_data_dtype(data.dtype)
+            nib.save(img, str(tmp))
+        elif fmt == "tiff":
+            import tifffile
+
+            tifffile.imwrite(tmp, data)
+        elif fmt == "npy":
+            with open(tmp, "wb") as f:
+                np.save(f, data, allow_pickle=False)
+        else:
+            import imageio.v3 as iio
+
+            dtype = like.data.dtype if like is not None and like.data.dtype.kind in "ui" else np.uint8
+            info = np.iinfo(dtype)
+            iio.imwrite(
+                tmp,
+                np.clip(np.rint(data), info.min, info.max).astype(dtype),
+                extension=path.suffix,
+            )
+    return path

@@ -1,0 +1,198 @@
+"""Model weights: safetensors files that carry the config to rebuild the model and its card.
+
+A weights file is a plain ``.safetensors`` file (tensors only, never pickle, so opening a
+malicious file cannot run code) whose string metadata holds:
+
+``format``
+    ``"napari-adl-denoise/1"``.
+``config``
+    JSON of the :class:`~napari_adl_denoise.models.EfficientUnetConfig`.
+``card``
+    JSON model card: description, training data, noise model, steps, metrics, package version...
+
+Bundled models live in the package's ``weights/`` folder and are listed by :func:`list_models`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ._files import atomic_path
+from .models import EfficientUnet, EfficientUnetConfig
+
+__all__ = ["LoadedModel", "ModelFileError", "list_models", "load_model", "save_model"]
+
+FORMAT = "napari-adl-denoise/1"
+
+
+class ModelFileError(ValueError):
+    """A weights file is missing, corrupt, or does not match its config."""
+
+
+@dataclass
+class LoadedModel:
+    """A rebuilt network with its config, card and origin."""
+
+    name: str
+    model: EfficientUnet
+    config: EfficientUnetConfig
+    card: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`list_models` reports about a bundled model (read from metadata only)."""
+
+    name: str
+    path: Path
+    config: EfficientUnetConfig
+    card: dict[str, Any]
+
+    @property
+    def description(self) -> str:
+        return str(self.card.get("description", ""))
+
+
+def bundled_dir() -> Path:
+    return Path(str(resources.files("napari_adl_denoise") / "weights"))
+
+
+def save_model(
+    model: EfficientUnet,
+    path: str | os.PathLike,
+    card: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write ``model`` to a safetensors file, atomically.
+
+    Parameters
+    ----------
+    model : EfficientUnet
+        The network; its ``config`` is stored with it.
+    path : path-like
+        Destination, conventionally ending in ``.safetensors``.
+    card : dict, optional
+        Model card (JSON-serialisable): training data, noise model, metrics, ...
+    dtype : torch.dtype
+        Storage dtype of floating-point tensors (``torch.float16`` halves the file);
+        weights are loaded back as float32.
+    """
+    from . import __version__
+
+    path = Path(path)
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    card = {
+        **(card or {}),
+        "package_version": __version__,
+        "storage_dtype": str(dtype).removeprefix("torch."),
+    }
+    metadata = {
+        "format": FORMAT,
+        "config": model.config.model_dump_json(),
+        "card": json.dumps(card, sort_keys=True),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def _read_metadata(path: Path) -> tuple[EfficientUnetConfig, dict[str, Any]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is not a valid safetensors weights file ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a napari-adl-denoise model (no '{FORMAT}' metadata)")
+    try:
+        config = EfficientUnetConfig.model_validate_json(metadata["config"])
+        card = json.loads(metadata.get("card", "{}"))
+    except (KeyError, ValidationError, json.JSONDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(f"{path} has an invalid model config: {first}") from None
+    return config, card
+
+
+def list_models() -> list[ModelInfo]:
+    """Models bundled with the package, sorted by name.
+
+    Returns
+    -------
+    list of ModelInfo
+        Empty when no pretrained model is installed.
+    """
+    folder = bundled_dir()
+    infos = []
+    for path in sorted(folder.glob("*.safetensors")):
+        config, card = _read_metadata(path)
+        infos.append(ModelInfo(path.name.removesuffix(".safetensors"), path, config, card))
+    return infos
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists() or os.sep in str(name_or_path):
+        if not path.is_file():
+            raise ModelFileError(f"model file not found: {path}")
+        return path
+    bundled = bundled_dir() / f"{name_or_path}.safetensors"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(m.name for m in list_models()) or "none installed"
+    raise ModelFileError(f"unknown model {str(name_or_path)!r}; bundled models: {names}")
+
+
+def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+    """Rebuild a model from a bundled name (see :func:`list_models`) or a ``.safetensors`` path.
+
+    The model is returned in eval mode, float32, on the CPU.
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, not a safetensors file, not one of ours, or its tensors do not
+        match its config (one-line message).
+    """
+    path = _resolve(name_or_path)
+    config, card = _read_metadata(path)
+    model = EfficientUnet(config)
+    expected = model.state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", wrong),
+            )
+            if keys
+        )
+        raise ModelFileError(f"{path} does not match its config ({detail})")
+    if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+        raise ModelFileError(f"{path} contains NaN or infinite weights")
+    model.load_state_dict({k: t.to(expected[k].dtype) for k, t in tensors.items()})
+    model.eval()
+    return LoadedModel(path.name.removesuffix(".safetensors"), model, config, card, path)
