@@ -88,8 +88,8 @@ class _AdlRunner:
         if not 0 <= ctx.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {ctx.overlap}")
         self.ctx = ctx
-        self.loaded = as_loaded_model(ctx.model, ctx.spatial_dims, ctx.channels)
         self.device = resolve_device(ctx.device)
+        self.loaded = as_loaded_model(ctx.model, ctx.spatial_dims, ctx.channels)
         self.requested_tile = ctx.tile_shape
         self.model = self.loaded.model.eval().to(self.device)
 
@@ -115,7 +115,7 @@ class _AdlRunner:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         largest = max(range(len(tile)), key=lambda a: tile[a])
-        if tile[largest] > 2 * MIN_TILE:
+        if tile[largest] >= 2 * MIN_TILE:
             smaller = list(tile)
             smaller[largest] = round_up(math.ceil(tile[largest] / 2))
             log.info("out of memory with tile %s on %s; retrying with %s", tile, self.device, smaller)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from napari_adl_denoise import methods
+from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+def train_tiny(spatial_dims: int = 2, steps: int = 120, seed: int = 0) -> EfficientUnet:
+    """A tiny Efficient-Unet trained briefly with L1 on camera patches: a real, local denoiser."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    clean = data.camera().astype(np.float32)[None] / 255
+    net = EfficientUnet(EfficientUnetConfig(spatial_dims=spatial_dims, filter_base=4))
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    size = 48 if spatial_dims == 2 else 16
+    for _ in range(steps):
+        batch = []
+        for _ in range(4):
+            y, x = rng.integers(0, clean.shape[-1] - size, 2)
+            patch = clean[:, y : y + size, x : x + size]
+            if spatial_dims == 3:  # a smooth 3D volume from a 2D patch
+                patch = np.stack([np.roll(patch, k, axis=-1) for k in range(size)], axis=1)
+            batch.append(patch)
+        target = torch.from_numpy(np.stack(batch))
+        noisy = target + 0.1 * torch.randn_like(target)
+        loss = (net(noisy) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_2d() -> EfficientUnet:
+    return train_tiny(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_3d() -> EfficientUnet:
+    return train_tiny(3, steps=40)
+
+
+@pytest.fixture
+def camera() -> np.ndarray:
+    return data.camera()
+
+
+@pytest.fixture
+def identity_method():
+    """A registered method that returns its input, to test the layout and scaling around methods."""
+
+    @methods.register_method("identity-test", "returns its input")
+    def factory(ctx):
+        def run(item):
+            yield 0, 1
+            yield 1, 1
+            return item.copy()
+
+        return run
+
+    yield "identity-test"
+    del methods._REGISTRY["identity-test"]

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+from nibabel.testing import data_path
+
+from napari_adl_denoise import save_model
+from napari_adl_denoise.cli import main
+
+
+@pytest.fixture
+def noisy_png(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rng.normal(128, 40, (40, 56, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / "in.png"
+    iio.imwrite(path, rgb)
+    return path
+
+
+def test_png_rgb_keeps_colour_and_integer_type(noisy_png, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    assert main(["denoise", str(noisy_png), str(out), "--method", "tv"]) == 0
+    result = iio.imread(out)
+    assert result.shape == (40, 56, 3) and result.dtype == np.uint8
+    assert result.std() < iio.imread(noisy_png).std()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_nifti_keeps_affine_header_and_spacing(tmp_path):
+    src = nib.load(f"{data_path}/anatomical.nii")
+    out = tmp_path / "out.nii.gz"
+    assert main(["denoise", f"{data_path}/anatomical.nii", str(out), "--method", "wavelet"]) == 0
+    result = nib.load(out)
+    assert result.shape == src.shape
+    np.testing.assert_array_equal(result.affine, src.affine)
+    assert result.header.get_zooms() == src.header.get_zooms()
+    assert result.get_data_dtype().str[1:] == "f4"  # float32, in the source header's byte order
+    assert result.header["descrip"] == src.header["descrip"]
+
+
+def test_tiff_and_npy_with_model_and_tiles(tiny_3d, tmp_path):
+    volume = np.random.default_rng(0).random((17, 24, 30)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "v.tif", volume)
+    np.save(tmp_path / "v.npy", volume)
+    weights = save_model(tiny_3d, tmp_path / "tiny3d.safetensors")
+    for name in ("v.tif", "v.npy"):
+        out = tmp_path / f"out-{name}"
+        assert (
+            main(["denoise", str(tmp_path / name), str(out), "--model", str(weights), "--tile", "16,16,24"])
+            == 0
+        )
+        result = tifffile.imread(out) if name.endswith(".tif") else np.load(out)
+        assert result.shape == volume.shape and result.dtype == np.float32
+
+
+def test_stack_slice_by_slice(tmp_path):
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).random((3, 20, 20)))
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "s.npy"),
+                str(tmp_path / "o.npy"),
+                "--method",
+                "tv",
+                "--spatial-dims",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "o.npy").shape == (3, 20, 20)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["denoise", "{tmp}/absent.tif", "{tmp}/o.tif", "--method", "tv"], "no such file"),
+        (["denoise", "{tmp}/in.png", "{tmp}/o.bmp", "--method", "tv"], "unsupported file type 'o.bmp'"),
+        (["denoise", "{tmp}/bad.tif", "{tmp}/o.tif", "--method", "tv"], "cannot read"),
+        (["denoise", "{tmp}/in.png", "{tmp}/no/dir/o.png", "--method", "tv"], "output folder does not exist"),
+        (
+            ["denoise", "{tmp}/in.png", "{tmp}/o.png", "--model", "{tmp}/absent.safetensors"],
+            "model file not found",
+        ),
+    ],
+)
+def test_bad_paths_and_formats_exit_2_with_one_line(args, message, noisy_png, tmp_path, capsys):
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    code = main([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_script_lists_methods_and_models():
+    script = str(Path(sys.executable).parent / "adl-denoise")
+    methods = subprocess.run([script, "methods"], capture_output=True, text=True, check=True).stdout
+    assert methods.splitlines()[0].startswith("adl ") and "nlm" in methods
+    models = subprocess.run(
+        [sys.executable, "-m", "napari_adl_denoise.cli", "models"], capture_output=True, text=True
+    )
+    assert models.returncode == 0 and models.stdout.strip()
+
+
+def test_unknown_method_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["denoise", "a.tif", "b.tif", "--method", "magic"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err

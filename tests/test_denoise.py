@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import napari_adl_denoise as adl
+from napari_adl_denoise import NoModelError, denoise, iter_denoise
+from napari_adl_denoise._adl import MIN_TILE
+
+
+def _copy_and_freeze(image: np.ndarray) -> np.ndarray:
+    before = image.copy()
+    image.flags.writeable = False  # any write would raise
+    return before
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.random.default_rng(0).integers(0, 255, (33, 47), dtype=np.uint8),
+        np.random.default_rng(0).integers(0, 65535, (33, 47), dtype=np.uint16),
+        np.random.default_rng(0).integers(-1024, 3000, (17, 33, 41), dtype=np.int16),  # CT, negative
+        np.random.default_rng(0).normal(0, 1, (33, 47)).astype(np.float32),
+        np.random.default_rng(0).normal(5, 2, (17, 33, 41)).astype(np.float64),
+        np.random.default_rng(0).integers(0, 4000, (17, 33, 41)).astype(">i2"),  # big-endian NIfTI data
+    ],
+    ids=["uint8", "uint16", "int16-ct", "float32", "float64-3d", "big-endian"],
+)
+def test_dtypes_keep_shape_and_scale_and_input_is_untouched(image, tiny_2d, tiny_3d):
+    before = _copy_and_freeze(image)
+    model = tiny_2d if image.ndim == 2 else tiny_3d
+    out = denoise(image, model=model)
+    np.testing.assert_array_equal(image, before)
+    assert out.shape == image.shape and out.dtype == np.float32
+    # On the input's intensity scale: the output spans about the input's range.
+    lo, hi = np.percentile(image.astype(np.float64), [1, 99])
+    assert lo - 0.5 * (hi - lo) < out.mean() < hi + 0.5 * (hi - lo)
+
+
+def test_normalisation_is_exactly_inverted(identity_method):
+    image = np.random.default_rng(0).integers(-1024, 3000, (5, 33, 47), dtype=np.int16)
+    out = denoise(image, identity_method, spatial_dims=2)
+    np.testing.assert_allclose(out, image, rtol=0, atol=1e-3 * 4024)
+
+
+def test_constant_image_is_returned_unchanged():
+    image = np.full((24, 24), 7, dtype=np.uint8)
+    np.testing.assert_array_equal(denoise(image, "tv"), image.astype(np.float32))
+
+
+def test_rgb_channel_axis_anywhere(identity_method, tiny_2d):
+    rgb = np.random.default_rng(0).integers(0, 255, (33, 47, 3), dtype=np.uint8)
+    out_last = denoise(rgb, "tv", channel_axis=-1)
+    out_first = denoise(np.moveaxis(rgb, -1, 0), "tv", channel_axis=0)
+    assert out_last.shape == rgb.shape
+    np.testing.assert_allclose(np.moveaxis(out_first, 0, -1), out_last, atol=1e-4)
+    # A gray model on colour data denoises each channel on its own (same value set per channel
+    # here, so each channel normalises exactly as it would alone).
+    gray = rgb[..., 0]
+    colour = np.stack([gray, gray[::-1, ::-1], gray], axis=-1)
+    per_channel = denoise(colour, model=tiny_2d, channel_axis=-1)
+    np.testing.assert_allclose(per_channel[..., 0], denoise(gray, model=tiny_2d), atol=1e-5)
+    np.testing.assert_allclose(per_channel[..., 0], per_channel[..., 2], atol=1e-6)
+
+
+def test_stack_with_spatial_dims_2_is_denoised_slice_by_slice(tiny_2d):
+    a = np.random.default_rng(0).random((33, 47)).astype(np.float32)
+    b = a[::-1, ::-1].copy()  # same values, so the stack normalises exactly like a single slice
+    single = denoise(a, model=tiny_2d)
+    stack = denoise(np.stack([a, b, a]), model=tiny_2d, spatial_dims=2)
+    assert stack.shape == (3, 33, 47)
+    # (percentiles of 3x the samples interpolate slightly differently: ~1e-4)
+    np.testing.assert_allclose(stack[0], single, atol=2e-3)
+    np.testing.assert_allclose(stack[2], stack[0], atol=1e-6)
+    assert not np.allclose(stack[1], single)  # each slice gets its own result
+
+
+def test_4d_time_series_of_volumes(tiny_3d):
+    series = np.random.default_rng(0).random((2, 9, 17, 19)).astype(np.float32)
+    out = denoise(series, model=tiny_3d)
+    assert out.shape == series.shape
+
+
+def test_progress_is_reported_per_tile(tiny_2d):
+    records = []
+    denoise(np.zeros((100, 100)) + np.eye(100), model=tiny_2d, tile_shape=48, progress=records.append)
+    # padded 104 -> tiles at 0, 32, 56 per axis (8-aligned, overlap >= 25%): 9 tiles + the start
+    assert [r.done for r in records] == list(range(10))
+    assert records[-1].total == 9 and records[-1].fraction == 1.0
+    assert all(r.method == "adl" and r.n_items == 1 for r in records)
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a network and counts forward calls; raises OOM above ``limit`` voxels."""
+
+    def __init__(self, net, limit=None):
+        super().__init__()
+        self.net, self.limit, self.calls, self.config = net, limit, 0, net.config
+
+    def forward(self, x):
+        self.calls += 1
+        if self.limit is not None and x[0, 0].numel() > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.net(x)
+
+
+def test_closing_the_generator_cancels_between_tiles(tiny_2d, monkeypatch):
+    counting = CountingModel(tiny_2d)
+    monkeypatch.setattr(
+        adl._adl, "as_loaded_model", lambda m, sd, c: adl.LoadedModel("c", counting, tiny_2d.config)
+    )
+    steps = iter_denoise(np.random.default_rng(0).random((128, 128)), tile_shape=32)
+    for _ in range(4):
+        next(steps)
+    steps.close()
+    assert counting.calls == 3  # the start record, then 3 tiles; nothing after the close
+
+
+def test_out_of_memory_halves_the_tile_and_gives_the_same_result(tiny_2d, monkeypatch):
+    image = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    oom = CountingModel(tiny_2d, limit=48 * 48)
+    monkeypatch.setattr(
+        adl._adl, "as_loaded_model", lambda m, sd, c: adl.LoadedModel("c", oom, tiny_2d.config)
+    )
+    recovered = denoise(image, tile_shape=96, overlap=0.5)
+    monkeypatch.undo()
+    reference = denoise(image, model=tiny_2d, tile_shape=(48, 48), overlap=0.5)
+    np.testing.assert_allclose(recovered, reference, atol=1e-4)
+
+
+def test_out_of_memory_at_the_smallest_tile_on_cpu_is_a_clear_error(tiny_2d, monkeypatch):
+    oom = CountingModel(tiny_2d, limit=1)
+    monkeypatch.setattr(
+        adl._adl, "as_loaded_model", lambda m, sd, c: adl.LoadedModel("c", oom, tiny_2d.config)
+    )
+    with pytest.raises(MemoryError, match=f"tile \\({MIN_TILE}, {MIN_TILE}\\) on the CPU"):
+        denoise(np.random.default_rng(0).random((64, 64)), device="cpu")
+
+
+def test_registry_lists_methods_and_rejects_unknown_ones():
+    names = adl.list_methods()
+    assert names[0] == "adl" and {"nlm", "tv", "wavelet", "bm3d", "bm4d"} <= set(names)
+    with pytest.raises(ValueError, match="choose one of: adl, .*nlm"):
+        denoise(np.zeros((16, 16)), "unknown")
+
+
+@pytest.mark.parametrize("method", ["nlm", "tv", "wavelet"])
+def test_classical_methods_reduce_noise_in_2d_3d_and_rgb(method):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    clean2d = np.sin(yy / 6.0) + np.cos(xx / 9.0)
+    cases = [
+        (clean2d, {}),
+        (np.stack([clean2d] * 9), {}),
+        (np.stack([clean2d, clean2d.T, -clean2d], axis=-1), {"channel_axis": -1}),
+    ]
+    for clean, kwargs in cases:
+        noisy = clean + rng.normal(0, 0.3, clean.shape)
+        out = denoise(noisy, method, **kwargs)
+        assert out.shape == clean.shape
+        assert np.mean((out - clean) ** 2) < 0.6 * np.mean((noisy - clean) ** 2)
+
+
+def test_sigma_option_reaches_classical_methods():
+    noisy = np.random.default_rng(0).normal(0, 1, (32, 32))
+    assert not np.allclose(denoise(noisy, "tv", sigma=0.01), denoise(noisy, "tv", sigma=0.3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image": np.zeros((0, 5))}, "empty"),
+        ({"image": np.array([[np.nan, 1.0], [2.0, 3.0]])}, "NaN"),
+        ({"image": np.zeros((8, 8), dtype=bool)}, "dtype"),
+        ({"image": np.zeros(16)}, "non-channel axes"),
+        ({"image": np.zeros((8, 8)), "spatial_dims": 4}, "spatial_dims"),
+        ({"image": np.zeros((8, 8)), "channel_axis": 3}, "channel_axis"),
+        ({"image": np.zeros((8, 8, 8)), "method": "bm3d", "spatial_dims": 3}, "bm3d"),
+        ({"image": np.zeros((8, 8)), "method": "tv", "strength": 2}, "does not take option"),
+        ({"image": np.zeros((8, 8)), "method": "tv", "model": "x"}, "learned methods only"),
+        ({"image": np.eye(8), "device": "tpu"}, "device"),
+        ({"image": np.eye(8), "overlap": 1.5}, "overlap"),
+    ],
+)
+def test_bad_input_is_a_one_line_value_error(kwargs, message, tiny_2d):
+    kwargs = {"method": "adl", **kwargs}
+    if kwargs["method"] == "adl" and "model" not in kwargs:
+        kwargs["model"] = tiny_2d
+    with pytest.raises(ValueError, match=message) as info:
+        denoise(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_model_dimensionality_and_channels_must_match(tiny_2d, tiny_3d):
+    with pytest.raises(ValueError, match="3D model"):
+        denoise(np.random.default_rng(0).random((16, 16)), model=tiny_3d)
+    with pytest.raises(ValueError, match="2D model"):
+        denoise(np.random.default_rng(0).random((16, 16, 16)), model=tiny_2d)
+
+
+def test_adl_without_an_installed_model_refuses_clearly(monkeypatch, tmp_path):
+    monkeypatch.setattr(adl.weights, "bundled_dir", lambda: tmp_path)
+    with pytest.raises(NoModelError, match="no ADL model for 2D grayscale data is installed"):
+        denoise(np.random.default_rng(0).random((16, 16)))
+
+
+def test_cuda_unavailable_is_reported():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="not available"):
+        denoise(np.eye(16), "adl", model="unused", device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_result_matches_cpu(tiny_2d):
+    image = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    cpu = denoise(image, model=tiny_2d, device="cpu")
+    gpu = denoise(image, model=tiny_2d, device="cuda")
+    assert np.abs(cpu - gpu).max() < 0.02 * (cpu.max() - cpu.min())  # mixed precision

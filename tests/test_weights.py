@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import napari_adl_denoise as adl
+from napari_adl_denoise import ModelFileError, denoise, list_models, load_model, save_model
+from napari_adl_denoise.models import EfficientUnetConfig
+
+
+@pytest.fixture
+def bundled(monkeypatch, tmp_path):
+    """An empty bundled-models folder to fill."""
+    monkeypatch.setattr(adl.weights, "bundled_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def test_round_trip_rebuilds_an_identical_model(tiny_2d, tmp_path):
+    path = save_model(
+        tiny_2d, tmp_path / "m.safetensors", {"description": "test", "training_data": ["camera"]}
+    )
+    loaded = load_model(path)
+    assert loaded.config == tiny_2d.config
+    assert loaded.card["training_data"] == ["camera"] and loaded.card["package_version"] == adl.__version__
+    assert not loaded.model.training
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), tiny_2d(x))
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    np.testing.assert_array_equal(denoise(image, model=path), denoise(image, model=tiny_2d))
+
+
+def test_fp16_storage_halves_the_file_and_loads_as_float32(tiny_2d, tmp_path):
+    full = save_model(tiny_2d, tmp_path / "full.safetensors")
+    half = save_model(tiny_2d, tmp_path / "half.safetensors", dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_model(half)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    assert loaded.card["storage_dtype"] == "float16"
+
+
+def test_metadata_has_config_and_card(tiny_2d, tmp_path):
+    path = save_model(tiny_2d, tmp_path / "m.safetensors", {"noise": "gaussian"})
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    assert metadata["format"] == "napari-adl-denoise/1"
+    assert json.loads(metadata["config"])["filter_base"] == 4
+    assert json.loads(metadata["card"])["noise"] == "gaussian"
+
+
+def test_a_pickle_file_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    with pytest.raises(ModelFileError, match="not a valid safetensors"):
+        load_model(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "config", "shape", "nan"])
+def test_damaged_or_mismatched_files_give_one_line_errors(damage, tiny_2d, tmp_path):
+    path = save_model(tiny_2d, tmp_path / "m.safetensors")
+    tensors = {k: v.clone() for k, v in tiny_2d.state_dict().items()}
+    metadata = {"format": "napari-adl-denoise/1", "config": tiny_2d.config.model_dump_json(), "card": "{}"}
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 64)
+    elif damage == "foreign":
+        save_file(tensors, str(path))  # a safetensors file without our metadata
+    elif damage == "config":
+        save_file(tensors, str(path), {**metadata, "config": '{"spatial_dims": 5}'})
+    elif damage == "shape":
+        wider = EfficientUnetConfig(filter_base=8).model_dump_json()
+        save_file(tensors, str(path), {**metadata, "config": wider})
+    elif damage == "nan":
+        key = next(k for k, v in tensors.items() if v.is_floating_point())
+        tensors[key][...] = float("nan")
+        save_file(tensors, str(path), metadata)
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_missing_file_and_unknown_name(bundled, tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "absent.safetensors")
+    with pytest.raises(ModelFileError, match="unknown model 'adl-9d'; bundled models: none installed"):
+        load_model("adl-9d")
+
+
+def test_save_is_atomic(tiny_2d, tmp_path, monkeypatch):
+    path = save_model(tiny_2d, tmp_path / "m.safetensors")
+    good = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(adl.weights, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(tiny_2d, path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_bundled_models_are_listed_and_chosen_by_data_kind(bundled, tiny_2d, tiny_3d):
+    assert list_models() == []
+    save_model(tiny_2d, bundled / "adl-2d-gray.safetensors", {"description": "2D gray"})
+    save_model(tiny_3d, bundled / "adl-3d-gray.safetensors", {"description": "3D gray"})
+    infos = list_models()
+    assert [m.name for m in infos] == ["adl-2d-gray", "adl-3d-gray"]
+    assert infos[0].description == "2D gray" and infos[1].config.spatial_dims == 3
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    volume = np.random.default_rng(0).random((17, 20, 24)).astype(np.float32)
+    np.testing.assert_array_equal(denoise(image), denoise(image, model=tiny_2d))
+    np.testing.assert_array_equal(denoise(volume), denoise(volume, model="adl-3d-gray"))
+    with pytest.raises(adl.NoModelError, match="2D RGB"):
+        denoise(np.zeros((16, 16, 3)) + np.arange(3), channel_axis=-1)
