@@ -114,3 +114,34 @@ def test_unknown_method_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["denoise", "a.tif", "b.tif", "--method", "magic"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_noise_then_metrics_round_trip(tmp_path, capsys):
+    from skimage import data
+
+    clean = tmp_path / "clean.tif"
+    tifffile.imwrite(clean, data.camera())
+    noisy = tmp_path / "noisy.tif"
+    assert main(["noise", str(clean), str(noisy), "--kind", "gaussian", "--sigma", "25", "--seed", "3"]) == 0
+    again = tmp_path / "again.tif"
+    assert main(["noise", str(clean), str(again), "--sigma", "25", "--seed", "3"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(noisy), tifffile.imread(again))
+    capsys.readouterr()
+    assert main(["metrics", str(clean), str(noisy), "--json"]) == 0
+    import json
+
+    scores = json.loads(capsys.readouterr().out)
+    assert 19.5 < scores["psnr"] < 21 and scores["data_range"] == 255  # sigma 25/255: 20.2 dB
+    assert set(scores) >= {"psnr", "ssim", "mse", "vifp"}
+    assert main(["metrics", str(clean), str(noisy), "--data-range", "1000"]) == 0
+    table = capsys.readouterr().out
+    assert "psnr" in table and "data_range" in table and "1000.0000" in table
+
+
+def test_metrics_shape_mismatch_and_bad_noise_parameter_exit_2(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.zeros((8, 8)))
+    np.save(tmp_path / "b.npy", np.zeros((8, 9)))
+    assert main(["metrics", str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]) == 2
+    assert "shapes differ" in capsys.readouterr().err
+    assert main(["noise", str(tmp_path / "a.npy"), str(tmp_path / "c.npy"), "--sigma", "-3"]) == 2
+    assert "sigma must be" in capsys.readouterr().err

@@ -73,6 +73,14 @@ def test_every_config_denoises_odd_sizes(config):
     assert np.isfinite(out).all()
 
 
+def test_the_callers_network_is_left_as_it_was():
+    net = EfficientUnet(EfficientUnetConfig(filter_base=4)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    denoise(np.random.default_rng(0).random((24, 24)), model=net)
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_multiscale_heads_and_discriminator_shapes(spatial_dims):
     size = (16, 24, 32)[-spatial_dims:]

@@ -58,3 +58,18 @@ def test_tiled_3d_agrees_with_whole_volume(tiny_3d):
     whole = denoise(volume, model=tiny_3d, tile_shape=(40, 48, 56))
     tiled = denoise(volume, model=tiny_3d, tile_shape=32)
     assert peak_signal_noise_ratio(whole, tiled, data_range=float(whole.max() - whole.min())) > 40
+
+
+def test_default_tiles_bound_memory_and_stay_balanced():
+    import torch
+
+    from napari_adl_denoise._adl import _tile_shape
+
+    cpu = torch.device("cpu")
+    assert _tile_shape(None, (512, 512), cpu, 0.25) == (512, 512)  # whole image
+    assert _tile_shape(None, (2048, 1024), cpu, 0.25) == (512, 416)  # 5x3 tiles, no slivers
+    assert _tile_shape(None, (128, 128, 128), cpu, 0.25) == (32, 32, 32)
+    assert _tile_shape(None, (24, 40, 16), cpu, 0.25) == (24, 24, 16)
+    assert _tile_shape(100, (64, 256), cpu, 0.25) == (64, 104)  # clamped, multiple of 8
+    with pytest.raises(ValueError, match="tile_shape"):
+        _tile_shape((64, 64, 64), (64, 256), cpu, 0.25)

@@ -11,25 +11,31 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import metrics
 from ._adl import NoModelError
 from ._device import available_devices
 from .inference import DenoiseProgress, denoise, iter_denoise
 from .methods import get_method, list_methods, register_method
+from .noise import NOISE_KINDS, add_noise, estimate_noise
 from .weights import LoadedModel, ModelFileError, list_models, load_model, save_model
 
 __all__ = [
+    "NOISE_KINDS",
     "DenoiseProgress",
     "LoadedModel",
     "ModelFileError",
     "NoModelError",
     "__version__",
+    "add_noise",
     "available_devices",
     "denoise",
+    "estimate_noise",
     "get_method",
     "iter_denoise",
     "list_methods",
     "list_models",
     "load_model",
+    "metrics",
     "register_method",
     "save_model",
 ]

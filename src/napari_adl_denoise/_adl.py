@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from ._device import autocast, resolve_device
-from ._tiling import MULTIPLE, iter_tiles, round_up
+from ._tiling import axis_starts, iter_tiles, round_up
 from .methods import MethodContext
 from .models import EfficientUnet
 from .weights import LoadedModel, list_models, load_model
@@ -20,8 +21,11 @@ from .weights import LoadedModel, list_models, load_model
 log = logging.getLogger(__name__)
 
 MIN_TILE = 16
-# Voxels per tile when the caller gives no tile shape (512^2 = 64^3 on CPU).
-TILE_BUDGET = {"cpu": 2**18, "mps": 2**19, "cuda": 2**21}
+# Largest default tile edge by device and dimensionality. On the CPU, measured by
+# benchmarks/bench_denoise.py: 2D 512^2 whole and 128^2 tiles take about the same time, while
+# in 3D 32^3 tiles are fastest (128^3: 128 s with 32^3 tiles, 276 s with 64^3, 89 s whole but
+# 8.5 GB) and use the least memory. GPUs prefer large tiles; OOM halves them.
+DEFAULT_TILE_EDGE = {"cpu": {2: 512, 3: 32}, "mps": {2: 1024, 3: 64}, "cuda": {2: 1024, 3: 128}}
 
 
 class NoModelError(LookupError):
@@ -51,7 +55,8 @@ def as_loaded_model(model: object, spatial_dims: int, channels: int) -> LoadedMo
     elif isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, EfficientUnet):
-        loaded = LoadedModel("custom", model, model.config)
+        # A copy: switching the caller's network to eval mode or another device would surprise them.
+        loaded = LoadedModel("custom", copy.deepcopy(model), model.config)
     elif isinstance(model, str | os.PathLike):
         loaded = load_model(model)
     else:
@@ -70,12 +75,18 @@ def as_loaded_model(model: object, spatial_dims: int, channels: int) -> LoadedMo
 
 
 def _tile_shape(
-    requested: int | tuple[int, ...] | None, padded: tuple[int, ...], device: torch.device
+    requested: int | tuple[int, ...] | None,
+    padded: tuple[int, ...],
+    device: torch.device,
+    overlap: float,
 ) -> tuple[int, ...]:
+    """The tile shape to use: the caller's (rounded up to a multiple of 8), or by default the
+    smallest tiles that cover each axis with as few tiles as the default edge needs (overlap
+    costs (1 + overlap)^3 in 3D, so tiles are balanced rather than fixed-size)."""
     sd = len(padded)
     if requested is None:
-        edge = int(TILE_BUDGET[device.type] ** (1 / sd) + 1e-6) // MULTIPLE * MULTIPLE
-        requested = (edge,) * sd
+        edge = DEFAULT_TILE_EDGE[device.type][sd]
+        requested = tuple(_balanced(p, edge, overlap) for p in padded)
     elif isinstance(requested, int):
         requested = (requested,) * sd
     if len(requested) != sd or any(int(t) < 1 for t in requested):
@@ -83,7 +94,17 @@ def _tile_shape(
     return tuple(min(max(MIN_TILE, round_up(int(t))), p) for t, p in zip(requested, padded, strict=True))
 
 
-class _AdlRunner:
+def _balanced(size: int, edge: int, overlap: float) -> int:
+    """The smallest tile that covers ``size`` with as many tiles as tiles of ``edge`` would need."""
+    if size <= edge:
+        return size
+    n = len(axis_starts(size, edge, overlap))
+    return min(edge, round_up(math.ceil(size / (n - (n - 1) * overlap))))
+
+
+class AdlRunner:
+    """Denoises items tile by tile with one model on one device, shrinking tiles on OOM."""
+
     def __init__(self, ctx: MethodContext) -> None:
         if not 0 <= ctx.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {ctx.overlap}")
@@ -101,7 +122,7 @@ class _AdlRunner:
             [(0, 0)] + [(0, p - s) for s, p in zip(spatial, padded, strict=True)],
             mode="reflect",
         )
-        tile = _tile_shape(self.requested_tile, padded, self.device)
+        tile = _tile_shape(self.requested_tile, padded, self.device, self.ctx.overlap)
         while True:
             try:
                 out = yield from self._run_tiles(x, tile)
@@ -129,7 +150,7 @@ class _AdlRunner:
         )
         self.device = torch.device("cpu")
         self.model = self.model.to(self.device)
-        return _tile_shape(None, self._padded, self.device)
+        return _tile_shape(None, self._padded, self.device, self.ctx.overlap)
 
     def _run_tiles(
         self, x: np.ndarray, tile: tuple[int, ...]
@@ -153,7 +174,3 @@ class _AdlRunner:
                 done += 1
                 yield done, total
         return out
-
-
-def adl_runner(ctx: MethodContext) -> _AdlRunner:
-    return _AdlRunner(ctx)

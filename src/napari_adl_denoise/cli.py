@@ -21,6 +21,7 @@ def _tile(text: str) -> int | tuple[int, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__, list_methods
+    from .noise import NOISE_KINDS
 
     parser = argparse.ArgumentParser(
         prog="adl-denoise", description="Denoise 2D images and 3D volumes (ADL and baselines)."
@@ -60,6 +61,35 @@ def _parser() -> argparse.ArgumentParser:
         help="noise sigma on the [0, 1]-normalised scale (classical methods; default: estimated)",
     )
 
+    noise = commands.add_parser(
+        "noise",
+        help="simulate noise on a clean image or volume",
+        description="Add simulated noise to IN and write OUT (float32 unless OUT is PNG/JPEG). "
+        "sigma and nu are on the 0-255 scale relative to the data range unless --absolute.",
+    )
+    noise.add_argument("input")
+    noise.add_argument("output")
+    noise.add_argument("--kind", default="gaussian", choices=list(NOISE_KINDS), help="default: gaussian")
+    noise.add_argument("--sigma", type=float, default=25.0, help="noise level (default: 25)")
+    noise.add_argument("--nu", type=float, default=0.0, help="Rician signal offset (default: 0)")
+    noise.add_argument("--peak", type=float, default=100.0, help="Poisson photons at the brightest pixel")
+    noise.add_argument("--amount", type=float, default=0.05, help="salt-and-pepper fraction")
+    noise.add_argument("--seed", type=int, help="random seed (same seed, same noise)")
+    noise.add_argument("--absolute", action="store_true", help="sigma and nu in the image's own units")
+    noise.add_argument("--clip", action="store_true", help="clip to the clean image's range")
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="compare an image with a reference",
+        description="PSNR, SSIM, MSE, VIFP (and DeltaE for RGB) of TEST against REF. The data range "
+        "defaults to the reference's max - min, never to the dtype's range.",
+    )
+    metrics.add_argument("reference")
+    metrics.add_argument("test")
+    metrics.add_argument("--data-range", type=float, help="default: the reference's max - min")
+    metrics.add_argument("--channel-axis", type=int, help="colour axis (PNG/JPEG colour is detected)")
+    metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     commands.add_parser("methods", help="list the denoising methods")
     commands.add_parser("models", help="list the bundled ADL models")
     return parser
@@ -74,11 +104,9 @@ def _denoise(args: argparse.Namespace) -> int:
     image_format(args.output)  # reject a bad output name before any work
     src = read_image(args.input)
     data, alpha = src.data, None
-    channel_axis = args.channel_axis
-    if channel_axis is None and src.format in ("png", "jpeg") and data.ndim == 3:
-        if data.shape[-1] == 4:  # denoise colour, keep transparency as it is
-            data, alpha = data[..., :3], data[..., 3:]
-        channel_axis = -1
+    channel_axis = _colour_axis(src, args.channel_axis)
+    if channel_axis is not None and src.format in ("png", "jpeg") and data.shape[-1] == 4:
+        data, alpha = data[..., :3], data[..., 3:]  # denoise colour, keep transparency as it is
     options = {"sigma": args.sigma} if args.sigma is not None else {}
     steps = iter_denoise(
         data,
@@ -104,7 +132,51 @@ def _denoise(args: argparse.Namespace) -> int:
     return 0
 
 
-def _methods() -> int:
+def _colour_axis(src, given: int | None) -> int | None:
+    if given is None and src.format in ("png", "jpeg") and src.data.ndim == 3:
+        return -1
+    return given
+
+
+def _noise(args: argparse.Namespace) -> int:
+    from .io import image_format, read_image, write_image
+    from .noise import add_noise
+
+    image_format(args.output)
+    src = read_image(args.input)
+    noisy = add_noise(
+        src.data,
+        args.kind,
+        sigma=args.sigma,
+        nu=args.nu,
+        peak=args.peak,
+        amount=args.amount,
+        relative=not args.absolute,
+        clip=args.clip,
+        seed=args.seed,
+    )
+    write_image(args.output, noisy, like=src)
+    print(f"wrote {args.output} ({args.kind} noise, shape {noisy.shape})")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from .io import read_image
+    from .metrics import compare
+
+    reference, test = read_image(args.reference), read_image(args.test)
+    scores = compare(reference.data, test.data, args.data_range, _colour_axis(reference, args.channel_axis))
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for name, value in scores.items():
+            print(f"{name:<11}{value:>12.4f}")
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
     from .methods import get_method, list_methods
 
     for name in list_methods():
@@ -114,7 +186,7 @@ def _methods() -> int:
     return 0
 
 
-def _models() -> int:
+def _models(args: argparse.Namespace) -> int:
     from .weights import bundled_dir, list_models
 
     models = list_models()
@@ -131,9 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input, with a one-line message)."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "denoise":
-            return _denoise(args)
-        return _methods() if args.command == "methods" else _models()
+        handler = {
+            "denoise": _denoise,
+            "noise": _noise,
+            "metrics": _metrics,
+            "methods": _methods,
+            "models": _models,
+        }
+        return handler[args.command](args)
     except (ValueError, LookupError, OSError, MemoryError) as exc:
         print(f"adl-denoise: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

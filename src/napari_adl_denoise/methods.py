@@ -226,6 +226,6 @@ def _bm4d(ctx: MethodContext) -> Runner:
     learned=True,
 )
 def _adl(ctx: MethodContext) -> Runner:
-    from ._adl import adl_runner
+    from ._adl import AdlRunner
 
-    return adl_runner(ctx)
+    return AdlRunner(ctx)
