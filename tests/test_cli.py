@@ -145,3 +145,20 @@ def test_metrics_shape_mismatch_and_bad_noise_parameter_exit_2(tmp_path, capsys)
     assert "shapes differ" in capsys.readouterr().err
     assert main(["noise", str(tmp_path / "a.npy"), str(tmp_path / "c.npy"), "--sigma", "-3"]) == 2
     assert "sigma must be" in capsys.readouterr().err
+
+
+def test_headless_demo_writes_results_and_a_table(tmp_path, capsys):
+    from napari_adl_denoise.demo import main as demo
+
+    demo(["--output", str(tmp_path)])
+    out = capsys.readouterr().out
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "camera-noisy.tif" in names and "mri-noisy.nii.gz" in names and len(names) == 6
+    rows = [
+        line.split() for line in out.splitlines() if line.split()[:1] in (["camera"], ["astronaut"], ["mri"])
+    ]
+    assert len(rows) == 3
+    for row in rows:  # noisy PSNR < denoised PSNR
+        assert float(row[2]) < float(row[5])
+    mri = nib.load(tmp_path / "mri-noisy.nii.gz")
+    assert mri.header.get_zooms() == (2.0, 2.0, 2.0)

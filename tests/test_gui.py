@@ -23,3 +23,18 @@ def test_plugin_is_registered_and_results_show_in_a_viewer(make_napari_viewer):
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert out.data.shape == noisy.shape and shot.ndim == 3 and shot[..., :3].std() > 0
     np.testing.assert_array_equal(layer.data, noisy)
+
+
+def test_demo_viewer_shows_clean_noisy_and_denoised_layers(make_napari_viewer, monkeypatch):
+    import napari
+
+    from napari_adl_denoise import demo
+
+    viewer = make_napari_viewer(show=True)
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
+    monkeypatch.setattr(napari, "run", lambda: None)
+    demo.main(["--viewer"])
+    names = [layer.name for layer in viewer.layers]
+    assert len(names) == 9 and "camera (clean)" in names and "mri [nlm]" in names
+    assert tuple(viewer.layers["mri (noisy)"].scale) == (2.0, 2.0, 2.0)
+    assert viewer.layers["astronaut [nlm]"].rgb

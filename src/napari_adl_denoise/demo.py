@@ -14,22 +14,26 @@ from pathlib import Path
 import numpy as np
 
 from .inference import denoise
+from .io import ImageFile, read_image, write_image
+from .metrics import psnr, ssim
+from .noise import add_noise
 from .weights import list_models
 
-SIGMA = 25 / 255  # the papers' sigma = 25 on the 0-255 scale, relative to the data range
 
+def samples() -> dict[str, tuple[np.ndarray, dict, ImageFile | None]]:
+    """Real clean data that ships with installed packages: ``name -> (array, kwargs, source)``.
 
-def samples() -> dict[str, tuple[np.ndarray, dict]]:
-    """Real images that ship with installed packages: 2D gray, 2D RGB, 3D MRI (clean)."""
-    import nibabel as nib
+    2D gray (camera), 2D RGB (astronaut) and a 3D MRI (nibabel's anatomical.nii, 2 mm voxels)
+    whose header and affine the written results keep.
+    """
     from nibabel.testing import data_path
     from skimage import data
 
-    mri = nib.load(str(Path(data_path) / "anatomical.nii"))
+    mri = read_image(Path(data_path) / "anatomical.nii")
     return {
-        "camera": (data.camera(), {}),
-        "astronaut": (data.astronaut(), {"channel_axis": -1}),
-        "mri": (np.asanyarray(mri.dataobj).astype(np.int16), {"spacing": mri.header.get_zooms()}),
+        "camera": (data.camera(), {}, None),
+        "astronaut": (data.astronaut(), {"channel_axis": -1}, None),
+        "mri": (mri.data.astype(np.int16), {}, mri),
     }
 
 
@@ -42,46 +46,34 @@ def _method_for(spatial_dims: int, channels: int) -> str:
 
 
 def run(seed: int = 0):
-    """Yield ``(name, clean, noisy, denoised, method, seconds, kwargs)`` for each sample."""
-    rng = np.random.default_rng(seed)
-    for name, (clean, kwargs) in samples().items():
-        kwargs = {k: v for k, v in kwargs.items() if k == "channel_axis"}
-        value_range = float(clean.max()) - float(clean.min())
-        noisy = (clean + rng.normal(0, SIGMA * value_range, clean.shape)).astype(np.float32)
+    """Yield ``(name, clean, noisy, denoised, method, seconds, kwargs, source)`` per sample."""
+    for name, (clean, kwargs, source) in samples().items():
+        noisy = add_noise(clean, "gaussian", sigma=25, seed=seed)
         channels = clean.shape[-1] if "channel_axis" in kwargs else 1
         spatial_dims = 3 if name == "mri" else 2
         method = _method_for(spatial_dims, channels)
         start = time.perf_counter()
         result = denoise(noisy, method, **kwargs)
-        yield name, clean, noisy, result, method, time.perf_counter() - start, kwargs
+        yield name, clean, noisy, result, method, time.perf_counter() - start, kwargs, source
 
 
 def _scores(clean, test, kwargs) -> tuple[float, float]:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    data_range = float(clean.max()) - float(clean.min())
-    clean = clean.astype(np.float64)
-    return (
-        peak_signal_noise_ratio(clean, test, data_range=data_range),
-        structural_similarity(clean, test, data_range=data_range, **kwargs),
-    )
+    return psnr(clean, test), ssim(clean, test, **kwargs)
 
 
 def save(output: Path) -> None:
-    from .io import write_image
-
     output.mkdir(parents=True, exist_ok=True)
     print(f"Gaussian noise sigma = 25/255 of each image's range; results in {output}/")
     print(f"{'sample':<10} {'method':<7} {'noisy PSNR/SSIM':>16} {'denoised PSNR/SSIM':>19} {'time':>7}")
-    for name, clean, noisy, result, method, seconds, kwargs in run():
+    for name, clean, noisy, result, method, seconds, kwargs, source in run():
         noisy_psnr, noisy_ssim = _scores(clean, noisy, kwargs)
-        psnr, ssim = _scores(clean, result, kwargs)
+        result_psnr, result_ssim = _scores(clean, result, kwargs)
         ext = ".nii.gz" if name == "mri" else ".tif"
-        write_image(output / f"{name}-noisy{ext}", noisy)
-        write_image(output / f"{name}-{method}{ext}", result)
+        write_image(output / f"{name}-noisy{ext}", noisy, like=source)
+        write_image(output / f"{name}-{method}{ext}", result, like=source)
         print(
             f"{name:<10} {method:<7} {noisy_psnr:8.2f} / {noisy_ssim:.3f} "
-            f"{psnr:10.2f} / {ssim:.3f} {seconds:6.1f}s"
+            f"{result_psnr:10.2f} / {result_ssim:.3f} {seconds:6.1f}s"
         )
     if not list_models():
         print("No bundled ADL model is installed yet, so the demo used non-local means.")
@@ -91,11 +83,13 @@ def show() -> None:
     import napari
 
     viewer = napari.Viewer(title="napari-adl-denoise demo")
-    for name, clean, noisy, result, method, _, kwargs in run():
+    for name, clean, noisy, result, method, _, kwargs, source in run():
+        scale = source.spacing if source is not None else None
         rgb = "channel_axis" in kwargs
-        viewer.add_image(clean, name=f"{name} (clean)", rgb=rgb, visible=False)
-        viewer.add_image(noisy, name=f"{name} (noisy)", rgb=False if not rgb else None, visible=False)
-        viewer.add_image(result, name=f"{name} [{method}]", visible=name == "camera")
+        common = {"rgb": rgb, "scale": scale}
+        viewer.add_image(clean, name=f"{name} (clean)", visible=False, **common)
+        viewer.add_image(noisy, name=f"{name} (noisy)", visible=False, **common)
+        viewer.add_image(result, name=f"{name} [{method}]", visible=name == "camera", **common)
     napari.run()
 
 
