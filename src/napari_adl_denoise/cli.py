@@ -90,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--channel-axis", type=int, help="colour axis (PNG/JPEG colour is detected)")
     metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    trainer = commands.add_parser(
+        "train",
+        help="train an ADL denoiser from a config file",
+        description="Train an ADL denoiser (see training/README.md). Writes OUTPUT/checkpoint.pt "
+        "(resume state) and OUTPUT/NAME.safetensors (the best model by validation PSNR). Works "
+        "under `torchrun --nproc_per_node=K` for data-parallel training.",
+    )
+    trainer.add_argument("config", help="YAML or JSON training config")
+    trainer.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    trainer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    trainer.add_argument("--max-minutes", type=float, help="stop (checkpointed, resumable) after this long")
+
     commands.add_parser("methods", help="list the denoising methods")
     commands.add_parser("models", help="list the bundled ADL models")
     return parser
@@ -176,6 +188,45 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .training import load_config, train
+
+    config = load_config(args.config)
+    steps = train(config, resume=args.resume, device=args.device)
+    deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
+    record = None
+    with tqdm(total=config.phases.total, unit="step", disable=None) as bar:
+        try:
+            while True:
+                record = next(steps)
+                if record.rank != 0:
+                    continue
+                bar.n = record.step
+                bar.set_postfix(phase=record.phase, loss=f"{sum(record.losses.values()):.3f}")
+                if record.validation:
+                    v = record.validation
+                    bar.write(
+                        f"step {record.step:>7} {record.phase:<13} "
+                        f"val PSNR {v['psnr']:6.2f} SSIM {v['ssim']:.4f} "
+                        f"(noisy {v['noisy_psnr']:.2f}/{v['noisy_ssim']:.4f})  lr {record.lr:.2e}  "
+                        f"{record.elapsed / 60:6.1f} min"
+                    )
+                if deadline and time.monotonic() > deadline:
+                    steps.close()
+                    print(
+                        f"stopped after {args.max_minutes} min at step {record.step}; continue with --resume"
+                    )
+                    return 0
+        except StopIteration as stop:
+            if record is None or record.rank == 0:
+                print(f"wrote {stop.value}")
+    return 0
+
+
 def _methods(args: argparse.Namespace) -> int:
     from .methods import get_method, list_methods
 
@@ -201,17 +252,20 @@ def _models(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input, with a one-line message)."""
+    from ._adl import NoModelError
+
     args = _parser().parse_args(argv)
     try:
         handler = {
             "denoise": _denoise,
             "noise": _noise,
             "metrics": _metrics,
+            "train": _train,
             "methods": _methods,
             "models": _models,
         }
         return handler[args.command](args)
-    except (ValueError, LookupError, OSError, MemoryError) as exc:
+    except (ValueError, NoModelError, OSError, MemoryError) as exc:
         print(f"adl-denoise: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,0 +1,18 @@
+"""Training ADL denoisers: losses, data, configuration and the resumable engine."""
+
+from __future__ import annotations
+
+from .config import DataConfig, LossConfig, NoiseSpec, OptimConfig, PhaseConfig, TrainingConfig, load_config
+from .engine import TrainProgress, train
+
+__all__ = [
+    "DataConfig",
+    "LossConfig",
+    "NoiseSpec",
+    "OptimConfig",
+    "PhaseConfig",
+    "TrainProgress",
+    "TrainingConfig",
+    "load_config",
+    "train",
+]

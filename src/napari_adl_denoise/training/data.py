@@ -1,0 +1,171 @@
+"""Training data: clean images from files, random patches, augmentation and simulated noise.
+
+Every image is scaled to [0, 1] by its own min and max, so noise sigma on the papers' 0-255
+scale is ``sigma / 255`` in absolute units. Each sample's input is then normalised exactly as
+:func:`napari_adl_denoise.denoise` will normalise a whole noisy image at inference (robust
+percentiles of the noisy image, estimated from a fixed subsample of the source image with the
+same noise), and the target with the same affine map, so training and inference agree.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..inference import robust_range
+from ..io import read_image
+from ..noise import add_noise
+from .config import DataConfig, NoiseSpec
+
+__all__ = ["Batch", "PatchSampler", "load_images"]
+
+_SUBSAMPLE = 20_000
+
+
+def _expand(patterns: Sequence[str]) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            raise FileNotFoundError(f"no training file matches {pattern!r}")
+        paths.extend(Path(m) for m in matches)
+    return paths
+
+
+def _split(array: np.ndarray, spatial_dims: int, channels: int) -> list[np.ndarray]:
+    """Arrays of shape (C, *spatial); leading axes (slices, time) become separate images."""
+    if channels == 3:
+        if array.shape[-1] not in (3, 4):
+            raise ValueError(f"an RGB model needs colour images (last axis 3), got shape {array.shape}")
+        array = np.moveaxis(array[..., :3], -1, 0)
+    else:
+        if array.ndim > spatial_dims and array.shape[-1] in (3, 4):  # colour file for a gray model
+            array = array[..., :3].mean(axis=-1)
+        array = array[None]
+    if array.ndim - 1 < spatial_dims:
+        raise ValueError(f"a {spatial_dims}D model needs {spatial_dims}D images, got shape {array.shape[1:]}")
+    lead = array.shape[1 : array.ndim - spatial_dims]
+    flat = array.reshape(array.shape[0], -1, *array.shape[array.ndim - spatial_dims :])
+    return [flat[:, i] for i in range(int(np.prod(lead, dtype=int)))]
+
+
+def load_images(
+    patterns: Sequence[str], spatial_dims: int, channels: int, min_shape: Sequence[int]
+) -> list[np.ndarray]:
+    """Read, split and scale to [0, 1]; images smaller than ``min_shape`` are reflect-padded."""
+    images = []
+    for path in _expand(patterns):
+        for image in _split(read_image(path).data, spatial_dims, channels):
+            image = image.astype(np.float32)
+            lo, hi = float(image.min()), float(image.max())
+            if hi <= lo:
+                continue  # a constant image teaches nothing
+            image = (image - lo) / (hi - lo)
+            pad = [(0, 0)] + [(0, max(m - s, 0)) for s, m in zip(image.shape[1:], min_shape, strict=True)]
+            images.append(np.pad(image, pad, mode="reflect") if any(p[1] for p in pad) else image)
+    if not images:
+        raise ValueError(f"no usable (non-constant) image in {list(patterns)}")
+    return images
+
+
+@dataclass
+class Batch:
+    """Network input and target (normalised like inference) plus the clean patch on [0, 1]."""
+
+    noisy: torch.Tensor
+    target: torch.Tensor
+    clean: torch.Tensor
+    lo: torch.Tensor
+    scale: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.noisy, self.target, self.clean, self.lo, self.scale)))
+
+
+class PatchSampler:
+    """Draws batches of noisy/clean patch pairs; all randomness comes from one numpy Generator.
+
+    Images are chosen uniformly, so a big image does not dominate the small ones; then a
+    uniform position, a random rotation by 90 degrees (in a plane whose patch sides are equal)
+    and flips, and a noise model by weight with parameters uniform in their ranges.
+    """
+
+    def __init__(
+        self, images: list[np.ndarray], data: DataConfig, noise: list[NoiseSpec], rng: np.random.Generator
+    ) -> None:
+        self.images = images
+        self.data = data
+        self.noise = noise
+        self.rng = rng
+        weights = np.array([spec.weight for spec in noise], dtype=np.float64)
+        self.noise_p = weights / weights.sum()
+        sample_rng = np.random.default_rng(0)
+        self.subsamples = [
+            img.reshape(img.shape[0], -1)[:, sample_rng.integers(0, img[0].size, _SUBSAMPLE)]
+            for img in images
+        ]
+
+    def _patch(self, index: int) -> np.ndarray:
+        image = self.images[index]
+        shape = self.data.patch_shape
+        start = [self.rng.integers(0, s - p + 1) for s, p in zip(image.shape[1:], shape, strict=True)]
+        patch = image[(slice(None), *(slice(a, a + p) for a, p in zip(start, shape, strict=True)))]
+        if self.data.augment:
+            spatial = list(range(1, patch.ndim))
+            planes = [
+                (a, b)
+                for i, a in enumerate(spatial)
+                for b in spatial[i + 1 :]
+                if shape[a - 1] == shape[b - 1]
+            ]
+            if planes:
+                plane = planes[self.rng.integers(len(planes))]
+                patch = np.rot90(patch, int(self.rng.integers(4)), axes=plane)
+            for axis in spatial:
+                if self.rng.random() < 0.5:
+                    patch = np.flip(patch, axis=axis)
+        return np.ascontiguousarray(patch)
+
+    def _noise(self, clean: np.ndarray, spec: NoiseSpec, sigma: float, nu: float, seed: int) -> np.ndarray:
+        return add_noise(
+            clean,
+            spec.kind,
+            sigma=sigma / 255,
+            nu=nu / 255,
+            sigma_max=spec.sigma[1] / 255,
+            peak=spec.peak,
+            amount=spec.amount,
+            relative=False,
+            seed=seed,
+        )
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """One (noisy, clean, lo, hi) pair; ``lo, hi`` is the inference normalisation."""
+        index = int(self.rng.integers(len(self.images)))
+        clean = self._patch(index)
+        spec = self.noise[int(self.rng.choice(len(self.noise), p=self.noise_p))]
+        sigma = float(self.rng.uniform(*spec.sigma))
+        nu = float(self.rng.uniform(*spec.nu))
+        seed = int(self.rng.integers(2**63))
+        noisy = self._noise(clean, spec, sigma, nu, seed)
+        lo, hi = robust_range(self._noise(self.subsamples[index], spec, sigma, nu, seed + 1))
+        return noisy, clean, lo, max(hi - lo, 1e-6)
+
+    def batch(self, size: int | None = None) -> Batch:
+        samples = [self.sample() for _ in range(size or self.data.batch_size)]
+        noisy, clean = (np.stack([s[i] for s in samples]) for i in (0, 1))
+        lo = np.array([s[2] for s in samples], dtype=np.float32)
+        scale = np.array([s[3] for s in samples], dtype=np.float32)
+        expand = (slice(None),) + (None,) * (noisy.ndim - 1)
+        return Batch(
+            torch.from_numpy((noisy - lo[expand]) / scale[expand]).float(),
+            torch.from_numpy((clean - lo[expand]) / scale[expand]).float(),
+            torch.from_numpy(clean).float(),
+            torch.from_numpy(lo),
+            torch.from_numpy(scale),
+        )

@@ -1,0 +1,396 @@
+"""The ADL training engine: a generator of progress records, resumable, scalable with torchrun.
+
+Phases (paper section III-C): the denoiser warms up on its multiscale loss, the discriminator
+warms up against the denoiser's outputs, then both train alternately, the denoiser receiving the
+adversarial term. Validation PSNR (on fixed noisy patches) drives ReduceLROnPlateau in "max"
+mode and picks the best weights, which are kept in the core weights format at all times.
+
+Run under ``torchrun --nproc_per_node=K`` the same entry point trains with
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs); ``batch_size`` is per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .. import __version__
+from .._device import resolve_device
+from .._files import atomic_path
+from ..metrics import psnr as psnr_metric
+from ..metrics import ssim as ssim_metric
+from ..models import EfficientUnet, EfficientUnetDiscriminator
+from ..weights import save_model
+from .config import TrainingConfig
+from .data import Batch, PatchSampler, load_images
+from .losses import adversarial_loss, denoiser_loss, discriminator_loss
+
+__all__ = ["TrainProgress", "train"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One record per training step; ``validation`` is set on the steps that validated."""
+
+    phase: str
+    step: int
+    """Steps completed so far."""
+    total: int
+    losses: dict[str, float]
+    lr: float
+    elapsed: float
+    """Seconds of training, summed over resumed sessions."""
+    validation: dict[str, float] | None = None
+    rank: int = 0
+
+
+@dataclass
+class _State:
+    step: int = 0
+    best_psnr: float = -math.inf
+    elapsed: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _Distributed:
+    """Process-group bookkeeping; a single process when not launched by torchrun."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.owns_group = False
+        if self.world > 1:
+            use_cuda = torch.cuda.is_available() and device != "cpu"
+            if use_cuda:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if use_cuda else "gloo")
+                self.owns_group = True
+            self.device = (
+                torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+            )
+        else:
+            self.device = resolve_device(device)
+
+    def broadcast(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(tensor, 0)
+        return float(tensor.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.owns_group:
+            dist.destroy_process_group()
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _Trainer:
+    def __init__(self, config: TrainingConfig, resume: bool, device: str) -> None:
+        self.config = config
+        self.dist = _Distributed(device)
+        self.device = self.dist.device
+        self.out = config.output_dir
+        self.model_path = self.out / f"{config.name}.safetensors"
+        torch.manual_seed(config.seed)
+        self.generator = EfficientUnet(config.model).to(self.device)
+        self.discriminator = EfficientUnetDiscriminator(config.discriminator).to(self.device)
+        o = config.optim
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=o.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=o.discriminator_lr, betas=o.betas)
+        plateau = {
+            "mode": "max",
+            "factor": o.plateau_factor,
+            "patience": o.plateau_patience,
+            "min_lr": o.min_lr,
+        }
+        self.sched_g = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt_g, **plateau)
+        self.sched_d = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt_d, **plateau)
+
+        sd, channels = config.model.spatial_dims, config.model.in_channels
+        patch = config.data.patch_shape
+        self.train_files = config.data.train
+        self.sampler = PatchSampler(
+            load_images(config.data.train, sd, channels, patch),
+            config.data,
+            config.noise,
+            np.random.default_rng([config.seed, self.dist.rank]),
+        )
+        self.val = None
+        if self.dist.rank == 0:
+            val_data = config.data.model_copy(update={"augment": False})
+            val_sampler = PatchSampler(
+                load_images(config.data.val, sd, channels, patch),
+                val_data,
+                config.noise,
+                np.random.default_rng([config.seed, 2**31]),
+            )
+            self.val = val_sampler.batch(config.data.val_patches)
+            self.noisy_scores = self._scores(self.val.noisy)
+
+        self.state = _State()
+        checkpoint = self.out / CHECKPOINT
+        if resume and checkpoint.is_file():
+            self._load(checkpoint)
+        elif resume:
+            log.warning("no checkpoint in %s; starting from scratch", self.out)
+        elif checkpoint.exists() or self.model_path.exists():
+            raise FileExistsError(f"{self.out} already holds a run; resume it or choose another output")
+        if self.dist.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        wrap = torch.nn.parallel.DistributedDataParallel if self.dist.world > 1 else (lambda m: m)
+        self.g_train = wrap(self.generator)
+        self.d_train = wrap(self.discriminator)
+        self.checkpointed_at = self.state.step
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _generator_step(self, batch: Batch, adversarial: bool) -> dict[str, float]:
+        w = self.config.loss
+        self.generator.train()
+        with _autocast(self.device, self.config.amp):
+            outputs = self.g_train(batch.noisy, multiscale=True)
+        outputs = tuple(o.float() for o in outputs)
+        loss, parts = denoiser_loss(
+            outputs,
+            batch.target,
+            l1=w.l1,
+            atw=w.atw,
+            histogram=w.histogram,
+            atw_levels=w.atw_levels,
+            histogram_bins=w.histogram_bins,
+        )
+        if adversarial and w.adversarial:
+            self.discriminator.requires_grad_(False)
+            with _autocast(self.device, self.config.amp):
+                fake_maps = self.discriminator(outputs[0])
+            adv = adversarial_loss(tuple(m.float() for m in fake_maps))
+            self.discriminator.requires_grad_(True)
+            loss = loss + w.adversarial * adv
+            parts["adversarial"] = float(adv.detach())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return {**parts, "denoiser": float(loss.detach())}
+
+    def _discriminator_step(self, batch: Batch) -> dict[str, float]:
+        self.generator.eval()  # no batch-norm statistics updates from this pass
+        with torch.no_grad(), _autocast(self.device, self.config.amp):
+            fake = self.generator(batch.noisy).float()
+        self.discriminator.train()
+        n = batch.target.shape[0]
+        with _autocast(self.device, self.config.amp):
+            maps = self.d_train(torch.cat([batch.target, fake]))  # one pass: DDP allows one forward
+        maps = tuple(m.float() for m in maps)
+        loss = discriminator_loss(tuple(m[:n] for m in maps), tuple(m[n:] for m in maps))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return {"discriminator": float(loss.detach())}
+
+    # -- validation ----------------------------------------------------------------------------
+    def _scores(self, normalised: torch.Tensor) -> dict[str, float]:
+        """PSNR/SSIM of patches (network space) against the clean patches, on the [0, 1] scale."""
+        val = self.val
+        expand = (slice(None),) + (None,) * (normalised.ndim - 1)
+        restored = (normalised * val.scale[expand] + val.lo[expand]).numpy()
+        clean = val.clean.numpy()
+        channel_axis = 0 if clean.shape[1] > 1 else None
+        psnrs, ssims = [], []
+        for r, c in zip(restored, clean, strict=True):
+            r, c = (r, c) if channel_axis == 0 else (r[0], c[0])
+            psnrs.append(psnr_metric(c, r, data_range=1.0))
+            ssims.append(ssim_metric(c, r, data_range=1.0, channel_axis=channel_axis))
+        return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+
+    def _validate(self) -> dict[str, float] | None:
+        """Scores on the fixed validation patches (on rank 0; other ranks get None)."""
+        if self.dist.rank != 0:
+            return None
+        self.generator.eval()
+        size = self.config.data.batch_size
+        with torch.no_grad(), _autocast(self.device, self.config.amp):
+            outs = [
+                self.generator(self.val.noisy[i : i + size].to(self.device)).float().cpu()
+                for i in range(0, len(self.val.noisy), size)
+            ]
+        scores = self._scores(torch.cat(outs))
+        return scores | {f"noisy_{k}": v for k, v in self.noisy_scores.items()}
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _card(self, scores: dict[str, float]) -> dict[str, Any]:
+        c = self.config
+        hardware = (
+            torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
+        )
+        return {
+            "description": c.description or f"ADL Efficient-Unet trained by napari-adl-denoise ({c.name})",
+            "training_data": sorted(str(p) for p in c.data.train),
+            "validation_data": sorted(str(p) for p in c.data.val),
+            "noise": [spec.model_dump() for spec in c.noise],
+            "steps": self.state.step,
+            "phases": c.phases.model_dump(),
+            "validation": scores,
+            "wall_time_s": round(self.state.elapsed, 1),
+            "hardware": f"{hardware or platform.machine()} x{self.dist.world}, torch {torch.__version__}",
+            "parameters": sum(p.numel() for p in self.generator.parameters()),
+            "training_config": c.model_dump(mode="json"),
+        }
+
+    def _save_checkpoint(self) -> None:
+        rng = self.dist.gather(self.sampler.rng.bit_generator.state)
+        if self.dist.rank != 0:
+            return
+        payload = {
+            "format": "napari-adl-denoise-checkpoint/1",
+            "package_version": __version__,
+            "model_config": self.config.model.model_dump(mode="json"),
+            "world_size": self.dist.world,
+            "step": self.state.step,
+            "best_psnr": self.state.best_psnr,
+            "elapsed": self.state.elapsed,
+            "history": self.state.history,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "rng": rng,
+            "torch_rng": torch.get_rng_state(),
+        }
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            torch.save(payload, tmp)
+        self.checkpointed_at = self.state.step
+
+    def _load(self, path: Path) -> None:
+        payload = torch.load(path, map_location=self.device, weights_only=True)  # no code from pickle
+        if payload.get("model_config") != self.config.model.model_dump(mode="json"):
+            raise ValueError(
+                f"{path} was trained with another model config; it cannot be resumed with this one"
+            )
+        if payload["world_size"] != self.dist.world:
+            raise ValueError(
+                f"{path} was written by {payload['world_size']} processes, not {self.dist.world}"
+            )
+        self.generator.load_state_dict(payload["generator"])
+        self.discriminator.load_state_dict(payload["discriminator"])
+        self.opt_g.load_state_dict(payload["opt_g"])
+        self.opt_d.load_state_dict(payload["opt_d"])
+        self.sched_g.load_state_dict(payload["sched_g"])
+        self.sched_d.load_state_dict(payload["sched_d"])
+        self.sampler.rng.bit_generator.state = payload["rng"][self.dist.rank]
+        torch.set_rng_state(payload["torch_rng"].cpu())
+        self.state = _State(payload["step"], payload["best_psnr"], payload["elapsed"], payload["history"])
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> Generator[TrainProgress, None, Path]:
+        c = self.config
+        total = c.phases.total
+        try:
+            while self.state.step < total:
+                start = time.perf_counter()
+                phase = c.phases.phase_at(self.state.step)
+                batch = self.sampler.batch().to(self.device)
+                losses: dict[str, float] = {}
+                if phase != "denoiser":
+                    losses |= self._discriminator_step(batch)
+                if phase != "discriminator":
+                    losses |= self._generator_step(batch, adversarial=phase == "adversarial")
+                self.state.step += 1
+                step = self.state.step
+                validation = None
+                if step % c.validate_every == 0 or step == total:
+                    validation = self._validate()
+                    psnr = self.dist.broadcast(validation["psnr"] if validation else 0.0)
+                    self.sched_g.step(psnr)
+                    self.sched_d.step(psnr)
+                    if self.dist.rank == 0:
+                        self.state.history.append({"step": step, "phase": phase, **validation})
+                        if psnr > self.state.best_psnr:
+                            self.state.best_psnr = psnr
+                            save_model(
+                                self.generator,
+                                self.model_path,
+                                self._card(validation),
+                                dtype=getattr(torch, c.weights_dtype),
+                            )
+                self.state.elapsed += time.perf_counter() - start
+                if step % c.checkpoint_every == 0 or step == total:
+                    self._save_checkpoint()
+                yield TrainProgress(
+                    phase,
+                    step,
+                    total,
+                    losses,
+                    self.opt_g.param_groups[0]["lr"],
+                    self.state.elapsed,
+                    validation,
+                    self.dist.rank,
+                )
+        except GeneratorExit:
+            # Stopped by the caller: keep the progress made since the last checkpoint.
+            if self.dist.world == 1 and self.state.step > self.checkpointed_at:
+                self._save_checkpoint()
+            raise
+        finally:
+            self.dist.close()
+        return self.model_path
+
+
+def train(
+    config: TrainingConfig, *, resume: bool = False, device: str = "auto"
+) -> Generator[TrainProgress, None, Path]:
+    """Train an ADL denoiser; a generator yielding one :class:`TrainProgress` per step.
+
+    Parameters
+    ----------
+    config : TrainingConfig
+        The run; its ``output`` folder receives ``checkpoint.pt`` (resume state, written
+        atomically every ``checkpoint_every`` steps and when stopped) and ``<name>.safetensors``
+        (the best denoiser by validation PSNR so far, in the core weights format).
+    resume : bool
+        Continue from ``checkpoint.pt``: the weights, optimisers, schedulers and random state
+        are restored, so the run continues exactly as if it had not stopped.
+    device : str
+        As for :func:`napari_adl_denoise.denoise`; under torchrun, each process's GPU or the CPU.
+
+    Returns
+    -------
+    pathlib.Path
+        The best model file (the generator's return value).
+
+    Examples
+    --------
+    >>> from napari_adl_denoise.training import load_config, train
+    >>> for record in train(load_config("training/configs/adl-2d-gray.yaml")):  # doctest: +SKIP
+    ...     if record.validation:
+    ...         print(record.step, record.validation["psnr"])
+    """
+    return _Trainer(config, resume, device).run()

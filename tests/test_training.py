@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import yaml
+from nibabel.testing import data_path
+from skimage import data
+
+from napari_adl_denoise import denoise, load_model
+from napari_adl_denoise.cli import main
+from napari_adl_denoise.training import TrainingConfig, load_config, train
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for name in ("camera", "coins", "moon"):
+        tifffile.imwrite(folder / f"{name}.tif", getattr(data, name)())
+    return folder
+
+
+def tiny_config(images: Path, output: Path, **overrides) -> TrainingConfig:
+    raw = {
+        "name": "tiny",
+        "model": {"filter_base": 4},
+        "discriminator": {"filter_base": 4},
+        "data": {
+            "train": [str(images / "camera.tif"), str(images / "coins.tif")],
+            "val": [str(images / "moon.tif")],
+            "patch_shape": [48, 48],
+            "batch_size": 4,
+            "val_patches": 8,
+        },
+        "noise": [{"sigma": [15, 40]}],
+        "optim": {"lr": 2e-3},
+        "phases": {"denoiser_warmup": 30, "discriminator_warmup": 4, "adversarial": 10},
+        "validate_every": 11,
+        "checkpoint_every": 20,
+        "output": str(output),
+    }
+    for key, value in overrides.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    return TrainingConfig.model_validate(raw)
+
+
+def run(config, **kwargs):
+    steps = train(config, **kwargs)
+    records = []
+    try:
+        while True:
+            records.append(next(steps))
+    except StopIteration as stop:
+        return records, stop.value
+
+
+def test_tiny_2d_run_beats_the_noisy_input_and_yields_a_usable_model(images, tmp_path):
+    records, path = run(tiny_config(images, tmp_path / "run"))
+    assert [r.step for r in records] == list(range(1, 45))
+    assert [r.phase for r in records][29:35] == ["denoiser"] + ["discriminator"] * 4 + ["adversarial"]
+    assert "discriminator" in records[31].losses and "l1" not in records[31].losses
+    assert {"l1", "atw", "histogram", "adversarial", "discriminator"} <= set(records[-1].losses)
+    validations = [r.validation for r in records if r.validation]
+    assert len(validations) == 4  # steps 11, 22, 33 and 44 (the last)
+    best = max(v["psnr"] for v in validations)
+    assert best > validations[0]["noisy_psnr"] + 1
+    loaded = load_model(path)
+    assert loaded.card["validation"]["psnr"] == pytest.approx(best)
+    assert loaded.card["training_data"] and loaded.card["steps"] > 0
+    noisy = data.moon()[:100, :120] + np.random.default_rng(0).normal(0, 20, (100, 120))
+    assert denoise(noisy, model=path).shape == (100, 120)
+
+
+def test_tiny_3d_run_beats_the_noisy_input(tmp_path):
+    config = TrainingConfig.model_validate(
+        {
+            "name": "tiny3d",
+            "model": {"spatial_dims": 3, "filter_base": 4},
+            "discriminator": {"spatial_dims": 3, "filter_base": 4},
+            "data": {
+                "train": [f"{data_path}/anatomical.nii"],
+                "val": [f"{data_path}/reoriented_anat_moved.nii"],
+                "patch_shape": [16, 16, 16],
+                "batch_size": 4,
+                "val_patches": 4,
+            },
+            "noise": [{"kind": "rician", "sigma": [10, 25], "nu": [0, 15]}, {"sigma": [10, 40]}],
+            "optim": {"lr": 2e-3},
+            "phases": {"denoiser_warmup": 60, "discriminator_warmup": 2, "adversarial": 4},
+            "validate_every": 22,
+            "output": str(tmp_path / "run3d"),
+        }
+    )
+    records, path = run(config)
+    validations = [r.validation for r in records if r.validation]
+    assert max(v["psnr"] for v in validations) > validations[0]["noisy_psnr"]
+    assert load_model(path).config.spatial_dims == 3
+
+
+KILLER = """
+import os, signal, sys
+from napari_adl_denoise.training import TrainingConfig, train
+config = TrainingConfig.model_validate_json(sys.argv[1])
+for record in train(config):
+    if record.step == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up: a real crash
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_kill_gives_the_same_weights(images, tmp_path):
+    overrides = {
+        "phases": {"denoiser_warmup": 8, "discriminator_warmup": 2, "adversarial": 6},
+        "validate_every": 4,
+        "checkpoint_every": 8,
+    }
+    straight = tiny_config(images, tmp_path / "straight", **overrides)
+    run(straight)
+    interrupted = tiny_config(images, tmp_path / "interrupted", **overrides)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, interrupted.model_dump_json(), "10"], capture_output=True
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-500:]
+    checkpoint = torch.load(tmp_path / "interrupted" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 8
+    records, _ = run(interrupted, resume=True)
+    assert [r.step for r in records] == list(range(9, 17))
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "interrupted" / "checkpoint.pt", weights_only=True)
+    for part in ("generator", "discriminator"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(b[part][key], value, rtol=1e-5, atol=1e-6)
+    assert [h["psnr"] for h in b["history"]] == pytest.approx([h["psnr"] for h in a["history"]])
+
+
+def test_stopping_keeps_the_best_model_and_a_resumable_checkpoint(images, tmp_path):
+    config = tiny_config(images, tmp_path / "run", validate_every=5, checkpoint_every=100)
+    steps = train(config)
+    for _ in range(7):
+        next(steps)
+    steps.close()
+    assert (tmp_path / "run" / "tiny.safetensors").is_file()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 7
+    with pytest.raises(FileExistsError, match="resume"):
+        train(config)
+    records, _ = run(config, resume=True)
+    assert records[0].step == 8
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_keeps_replicas_in_sync(images, tmp_path):
+    config = tiny_config(
+        images,
+        tmp_path / "ddp",
+        phases={"denoiser_warmup": 3, "discriminator_warmup": 1, "adversarial": 2},
+        validate_every=3,
+        checkpoint_every=6,
+    )
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, sys, torch
+        from napari_adl_denoise.training import TrainingConfig
+        from napari_adl_denoise.training.engine import _Trainer
+        config = TrainingConfig.model_validate_json(open({str(tmp_path / "config.json")!r}).read())
+        trainer = _Trainer(config, resume=False, device="cpu")
+        for _ in trainer.run():
+            pass
+        total = sum(p.double().sum().item() for p in trainer.generator.parameters())
+        open(os.path.join({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.txt"), "w").write(repr(total))
+    """)
+    )
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sums = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert sums[0] == sums[1]  # gradients were averaged: identical replicas
+    checkpoint = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
+    assert checkpoint["rng"][0] != checkpoint["rng"][1]  # each process draws its own patches
+    assert (tmp_path / "ddp" / "tiny.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": {"patch_shape": [48, 48, 48]}}, "patch_shape needs 2 sizes"),
+        ({"data": {"patch_shape": [44, 48]}}, "multiples of 8"),
+        ({"noise": [{"sigma": [30, 10]}]}, "low <= high"),
+        (
+            {"phases": {"denoiser_warmup": 0, "discriminator_warmup": 0, "adversarial": 0}},
+            "at least one step",
+        ),
+        ({"discriminator": {"spatial_dims": 3}}, "must match"),
+        ({"extra": 1}, "Extra inputs"),
+    ],
+)
+def test_bad_configs_say_what_is_wrong(change, message, images, tmp_path):
+    raw = json.loads(tiny_config(images, tmp_path).model_dump_json())
+    for key, value in change.items():
+        raw[key] = (
+            {**raw[key], **value} if isinstance(raw.get(key), dict) and isinstance(value, dict) else value
+        )
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=message) as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_train_prints_validation_lines_and_writes_the_model(images, tmp_path, capsys):
+    config = tiny_config(
+        images,
+        tmp_path / "cli",
+        phases={"denoiser_warmup": 6, "discriminator_warmup": 1, "adversarial": 1},
+        validate_every=4,
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+    assert main(["train", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("val PSNR") == 2 and "wrote" in out
+    assert (tmp_path / "cli" / "tiny.safetensors").is_file()
+    assert main(["train", str(path)]) == 2  # refuses to overwrite the run
+    assert "resume" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "absent.yaml")]) == 2
