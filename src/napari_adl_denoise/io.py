@@ -110,7 +110,8 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
         elif fmt == "tiff":
             import tifffile
 
-            tifffile.imwrite(tmp, data)
+            rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
+            tifffile.imwrite(tmp, data, photometric="rgb" if rgb else "minisblack")
         elif fmt == "npy":
             with open(tmp, "wb") as f:
                 np.save(f, data, allow_pickle=False)
