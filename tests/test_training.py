@@ -239,3 +239,12 @@ def test_cli_train_prints_validation_lines_and_writes_the_model(images, tmp_path
     assert main(["train", str(path)]) == 2  # refuses to overwrite the run
     assert "resume" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_cli_max_minutes_stops_with_a_resumable_checkpoint(images, tmp_path, capsys):
+    config = tiny_config(images, tmp_path / "timed", validate_every=100, checkpoint_every=100)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    assert main(["train", str(path), "--max-minutes", "0.0001"]) == 0
+    assert "continue with --resume" in capsys.readouterr().out
+    assert torch.load(tmp_path / "timed" / "checkpoint.pt", weights_only=True)["step"] == 1
