@@ -54,8 +54,8 @@ case "${1:-}" in
   test)
     system_packages
     python_env
-    "$VENV/bin/ruff" check src tests training benchmarks
-    "$VENV/bin/ruff" format --check src tests training benchmarks
+    "$VENV/bin/ruff" check src tests training benchmarks docs
+    "$VENV/bin/ruff" format --check src tests training benchmarks docs
     exec "$VENV/bin/python" -m pytest "${@:2}"
     ;;
   *)

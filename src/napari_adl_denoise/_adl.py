@@ -15,7 +15,7 @@ import torch
 from ._device import autocast, resolve_device
 from ._tiling import axis_starts, iter_tiles, round_up
 from .methods import MethodContext
-from .models import EfficientUnet
+from .models import EfficientUnet, EfficientUnetConfig
 from .weights import LoadedModel, list_models, load_model
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,26 @@ MIN_TILE = 16
 DEFAULT_TILE_EDGE = {"cpu": {2: 512, 3: 32}, "mps": {2: 1024, 3: 64}, "cuda": {2: 1024, 3: 128}}
 
 
+# Peak activation memory per pixel (2D) or voxel (3D) with filter_base 32, measured by
+# benchmarks/bench_denoise.py on the CPU: 1104 MB for 512^2, 7975 MB for 128^3; ~ linear in b.
+_BYTES_PER_VOXEL_B32 = {2: 4.2e3, 3: 3.8e3}
+
+
+def estimate_memory(config: EfficientUnetConfig, tile_shape: tuple[int, ...]) -> int:
+    """Approximate peak bytes of one tile's forward pass (float32, CPU)."""
+    voxels = math.prod(round_up(t) for t in tile_shape)
+    return int(voxels * _BYTES_PER_VOXEL_B32[config.spatial_dims] * config.filter_base / 32)
+
+
 class NoModelError(LookupError):
     """No ADL model fits the data and none was given."""
+
+
+def default_method(spatial_dims: int, channels: int) -> str:
+    """ "adl" when a bundled model fits this kind of data, else "nlm" (the best classical default)."""
+    wanted = 3 if channels == 3 else 1
+    fits = any((m.config.spatial_dims, m.config.in_channels) == (spatial_dims, wanted) for m in list_models())
+    return "adl" if fits else "nlm"
 
 
 def default_model(spatial_dims: int, channels: int) -> LoadedModel:

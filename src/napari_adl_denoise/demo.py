@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._adl import default_method
 from .inference import denoise
 from .io import ImageFile, read_image, write_image
 from .metrics import psnr, ssim
@@ -37,21 +38,13 @@ def samples() -> dict[str, tuple[np.ndarray, dict, ImageFile | None]]:
     }
 
 
-def _method_for(spatial_dims: int, channels: int) -> str:
-    wanted = 3 if channels == 3 else 1
-    for m in list_models():
-        if (m.config.spatial_dims, m.config.in_channels) == (spatial_dims, wanted):
-            return "adl"
-    return "nlm"
-
-
 def run(seed: int = 0):
     """Yield ``(name, clean, noisy, denoised, method, seconds, kwargs, source)`` per sample."""
     for name, (clean, kwargs, source) in samples().items():
         noisy = add_noise(clean, "gaussian", sigma=25, seed=seed)
         channels = clean.shape[-1] if "channel_axis" in kwargs else 1
         spatial_dims = 3 if name == "mri" else 2
-        method = _method_for(spatial_dims, channels)
+        method = default_method(spatial_dims, channels)
         start = time.perf_counter()
         result = denoise(noisy, method, **kwargs)
         yield name, clean, noisy, result, method, time.perf_counter() - start, kwargs, source

@@ -1,0 +1,84 @@
+"""Save screenshots of each dock widget in use into docs/ (real viewer; run under Xvfb):
+
+xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+HERE = Path(__file__).parent
+PLUGIN = "napari-adl-denoise"
+
+
+def wait(condition, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        QApplication.processEvents()
+        if time.monotonic() > end:
+            raise TimeoutError("the widget's job did not finish")
+        time.sleep(0.05)
+    for _ in range(20):
+        QApplication.processEvents()
+
+
+def shot(viewer, name: str) -> None:
+    viewer.window._qt_window.resize(1500, 900)
+    wait(lambda: True)
+    viewer.screenshot(str(HERE / name), canvas_only=False, flash=False)
+    print(f"wrote docs/{name}")
+
+
+def denoise(viewer) -> None:
+    clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
+    clean.visible = False
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Denoise")
+    widget.image.value = noisy
+    widget.method.value = "nlm"
+    widget.run_button.native.click()
+    wait(lambda: len(viewer.layers) == 3)
+    shot(viewer, "denoise.png")
+
+
+def simulate(viewer) -> None:
+    clean, noisy = viewer.open_sample(PLUGIN, "mri-3d")
+    noisy.visible = False
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate noise")
+    widget.image.value = clean
+    widget.kind.value = "rician"
+    widget.sigma.value = 20
+    widget.nu.value = 5
+    widget.run_button.native.click()
+    wait(lambda: len(viewer.layers) == 3)
+    viewer.dims.set_current_step(2, 12)
+    shot(viewer, "simulate-noise.png")
+
+
+def compare(viewer) -> None:
+    from napari_adl_denoise import denoise as run_denoise
+
+    clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
+    for method in ("nlm", "tv"):
+        viewer.add_image(run_denoise(noisy.data, method), name=f"{noisy.name} [{method}]", visible=False)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Compare")
+    widget.reference.value = clean
+    widget.noisy.value = noisy
+    widget.denoised.value = [viewer.layers[2], viewer.layers[3]]
+    widget.update_button.native.click()
+    wait(lambda: widget._worker is None and len(widget.rows) == 3)
+    shot(viewer, "compare.png")
+
+
+def main() -> None:
+    for make in (denoise, simulate, compare):
+        viewer = napari.Viewer(show=True)
+        make(viewer)
+        viewer.close()
+
+
+if __name__ == "__main__":
+    main()

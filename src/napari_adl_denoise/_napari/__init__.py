@@ -1,0 +1,1 @@
+"""The napari layer: dock widgets, reader/writer, sample data. Thin shells over the compute API."""

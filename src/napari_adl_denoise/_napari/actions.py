@@ -1,0 +1,32 @@
+"""The layer context-menu action: denoise the selected image with the defaults."""
+
+from __future__ import annotations
+
+from napari.layers import Image, Layer
+from napari.utils.notifications import show_warning
+from napari.viewer import Viewer
+
+from .._adl import default_method
+from ..inference import iter_denoise
+from ._jobs import copy_placement, start_job
+from ._layers import layer_array
+
+
+def denoise_layer(layer: Layer, viewer: Viewer) -> None:
+    """Denoise ``layer`` with ADL (bundled model for the data; NLM until one is installed)."""
+    if not isinstance(layer, Image):
+        show_warning("Denoise: choose an image layer")
+        return
+    data = layer_array(layer)
+    rgb = layer.rgb
+    spatial_dims = 3 if layer.ndim - int(rgb) >= 3 else 2
+    method = default_method(spatial_dims, 3 if rgb else 1)
+
+    def job():
+        return (yield from iter_denoise(data, method, channel_axis=-1 if rgb else None))
+
+    def add(result) -> None:
+        metadata = {"napari_adl_denoise": {"method": method, "source_layer": layer.name}}
+        viewer.add_image(result, name=f"{layer.name} [{method}]", metadata=metadata, **copy_placement(layer))
+
+    start_job(job, f"Denoise {layer.name} ({method})", add)

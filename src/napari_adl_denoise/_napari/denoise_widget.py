@@ -1,0 +1,181 @@
+"""The Denoise dock widget: a thin shell over :func:`napari_adl_denoise.iter_denoise`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.utils.notifications import show_info, show_warning
+
+from .._adl import _tile_shape, as_loaded_model, estimate_memory
+from .._device import available_devices, resolve_device
+from .._tiling import round_up
+from ..inference import iter_denoise
+from ..methods import get_method, list_methods
+from ..models import EfficientUnetConfig
+from ..weights import list_models
+from ._jobs import copy_placement, start_job
+from ._layers import image_choices, layer_array, watch_layers
+
+AUTO_MODEL = "bundled model for the data"
+MODEL_FILE = "model file..."
+SLICES, VOLUME = "2D slices", "3D volume"
+
+
+class DenoiseWidget(Container):
+    """Choose an image, a method and its model, the device and tiles; Run or Cancel."""
+
+    def __init__(self, napari_viewer) -> None:
+        self._viewer = napari_viewer
+        self._worker = None
+        self.image = ComboBox(label="Image", choices=lambda _: image_choices(napari_viewer), nullable=False)
+        methods = [m for m in list_methods() if get_method(m).available]
+        self.method = ComboBox(label="Method", choices=methods, value="adl")
+        self.about = Label(label="")
+        self.model = ComboBox(
+            label="Model", choices=[AUTO_MODEL, *(m.name for m in list_models()), MODEL_FILE]
+        )
+        self.model_file = FileEdit(label="Model file", filter="*.safetensors", visible=False)
+        self.device = ComboBox(label="Device", choices=["auto", *available_devices()], value="auto")
+        self.mode = ComboBox(label="Process as", choices=[SLICES, VOLUME], value=VOLUME, visible=False)
+        self.tile = SpinBox(label="Tile size (0: auto)", min=0, max=4096, step=8, value=0)
+        self.overlap = FloatSpinBox(label="Tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
+        self.memory = Label(label="Memory")
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(label="")
+        super().__init__(
+            widgets=[
+                self.image,
+                self.method,
+                self.about,
+                self.model,
+                self.model_file,
+                self.device,
+                self.mode,
+                self.tile,
+                self.overlap,
+                self.memory,
+                self.run_button,
+                self.cancel_button,
+                self.status,
+            ]
+        )
+        for widget in (
+            self.image,
+            self.method,
+            self.model,
+            self.model_file,
+            self.device,
+            self.mode,
+            self.tile,
+            self.overlap,
+        ):
+            widget.changed.connect(self._refresh)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        watch_layers(napari_viewer, self)
+        self._refresh()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _model_arg(self) -> str | None:
+        if self.model.value == AUTO_MODEL:
+            return None
+        if self.model.value == MODEL_FILE:
+            path = Path(self.model_file.value)
+            return str(path) if path.is_file() else ""
+        return self.model.value
+
+    def _layout_args(self) -> dict[str, Any]:
+        layer = self.image.value
+        rgb = bool(layer is not None and layer.rgb)
+        ndim = 0 if layer is None else layer.ndim - (1 if rgb else 0)
+        spatial_dims = 3 if ndim >= 3 and self.mode.value == VOLUME else 2
+        return {"channel_axis": -1 if rgb else None, "spatial_dims": spatial_dims}
+
+    def _refresh(self, *_: Any) -> None:
+        method = get_method(self.method.value)
+        self.about.value = method.description
+        for widget in (self.model, self.tile, self.overlap, self.memory, self.device):
+            widget.visible = method.learned
+        self.model_file.visible = method.learned and self.model.value == MODEL_FILE
+        layer = self.image.value
+        self.mode.visible = layer is not None and layer.ndim - int(layer.rgb) >= 3
+        self.memory.value = self._memory_text() if method.learned else ""
+
+    def _memory_text(self) -> str:
+        layer = self.image.value
+        if layer is None:
+            return ""
+        sd = self._layout_args()["spatial_dims"]
+        config = next((m.config for m in list_models() if m.name == self.model.value), None)
+        config = config or EfficientUnetConfig(spatial_dims=sd)
+        shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
+        padded = tuple(round_up(s) for s in shape[-sd:])
+        try:
+            device = resolve_device(self.device.value)
+            tile = _tile_shape(self.tile.value or None, padded, device, self.overlap.value)
+        except ValueError as exc:
+            return str(exc)
+        gib = estimate_memory(config, tile) / 2**30
+        return f"~{gib:.1f} GiB per tile of {' x '.join(map(str, tile))} (b = {config.filter_base})"
+
+    # -- actions -------------------------------------------------------------------------------
+    def run(self) -> None:
+        layer = self.image.value
+        if layer is None:
+            show_warning("Denoise: add or choose an image layer first")
+            return
+        if self._worker is not None:
+            show_info("Denoise: a job is already running; cancel it first")
+            return
+        method = self.method.value
+        learned = get_method(method).learned
+        model = self._model_arg() if learned else None
+        if model == "":
+            show_warning("Denoise: choose a .safetensors model file")
+            return
+        layout = self._layout_args()
+        params = {
+            "method": method,
+            "device": self.device.value,
+            "tile_shape": (self.tile.value or None) if learned else None,
+            "overlap": self.overlap.value,
+            **layout,
+        }
+        data = layer_array(layer)
+        source = layer
+        channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
+
+        def job():
+            kwargs = dict(params)
+            card = None
+            if learned:
+                loaded = as_loaded_model(model, layout["spatial_dims"], channels)
+                kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
+            else:
+                kwargs.update(device="auto", tile_shape=None)
+            result = yield from iter_denoise(data, **kwargs)
+            return result, card
+
+        def add(output) -> None:
+            result, card = output
+            metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
+            self._viewer.add_image(
+                result, name=f"{source.name} [{method}]", metadata=metadata, **copy_placement(source)
+            )
+            self.status.value = f"added '{source.name} [{method}]'"
+
+        self.status.value = f"denoising '{layer.name}' with {method}..."
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._worker = start_job(job, f"Denoise {layer.name} ({method})", add, self._finished)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "cancelled"
+
+    def _finished(self) -> None:
+        self._worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False

@@ -1,0 +1,124 @@
+"""The Simulate-noise dock widget: a thin shell over :func:`napari_adl_denoise.add_noise`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from napari.utils.notifications import show_warning
+
+from ..noise import NOISE_KINDS, add_noise, estimate_noise
+from ._jobs import copy_placement, start_job
+from ._layers import image_choices, layer_array, watch_layers
+
+# which parameters each kind uses
+PARAMETERS = {
+    "gaussian": {"sigma"},
+    "rician": {"sigma", "nu"},
+    "rayleigh": {"sigma"},
+    "speckle": {"sigma"},
+    "poisson": {"peak"},
+    "poisson_gaussian": {"peak", "sigma"},
+    "salt_pepper": {"amount"},
+    "mixed": {"sigma_max"},
+}
+
+
+@dataclass(frozen=True)
+class _Done:
+    fraction: float = 1.0
+
+
+class NoiseWidget(Container):
+    """Add simulated noise to an image layer, as a new layer; estimate an image's noise level."""
+
+    def __init__(self, napari_viewer) -> None:
+        self._viewer = napari_viewer
+        self.image = ComboBox(label="Image", choices=lambda _: image_choices(napari_viewer))
+        self.kind = ComboBox(label="Noise", choices=list(NOISE_KINDS), value="gaussian")
+        self.sigma = FloatSpinBox(label="Sigma (0-255 scale)", min=0, max=1e6, step=1, value=25)
+        self.nu = FloatSpinBox(label="Nu (Rician offset)", min=0, max=1e6, step=1, value=5)
+        self.peak = FloatSpinBox(label="Peak photons", min=0.01, max=1e9, step=10, value=100)
+        self.amount = FloatSpinBox(label="Amount", min=0, max=1, step=0.01, value=0.05)
+        self.sigma_max = FloatSpinBox(label="Max sigma", min=0, max=1e6, step=5, value=75)
+        self.relative = CheckBox(text="Sigma relative to the data range (papers' convention)", value=True)
+        self.clip = CheckBox(text="Clip to the image's range", value=False)
+        self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=0)
+        self.estimate_button = PushButton(text="Estimate noise of this image")
+        self.run_button = PushButton(text="Add noise")
+        self.status = Label(label="")
+        super().__init__(
+            widgets=[
+                self.image,
+                self.kind,
+                self.sigma,
+                self.nu,
+                self.peak,
+                self.amount,
+                self.sigma_max,
+                self.relative,
+                self.clip,
+                self.seed,
+                self.estimate_button,
+                self.run_button,
+                self.status,
+            ]
+        )
+        self.kind.changed.connect(self._show_parameters)
+        self.estimate_button.changed.connect(self.estimate)
+        self.run_button.changed.connect(self.run)
+        watch_layers(napari_viewer, self)
+        self._show_parameters()
+
+    def _show_parameters(self, *_) -> None:
+        used = PARAMETERS[self.kind.value]
+        for name in ("sigma", "nu", "peak", "amount", "sigma_max"):
+            getattr(self, name).visible = name in used
+
+    def estimate(self) -> None:
+        layer = self.image.value
+        if layer is None:
+            show_warning("Simulate noise: choose an image layer first")
+            return
+        sigma = estimate_noise(
+            layer_array(layer), channel_axis=-1 if layer.rgb else None, relative=self.relative.value
+        )
+        self.sigma.value = round(sigma, 2)
+        self.status.value = (
+            f"estimated sigma ~ {sigma:.2f} ({'0-255 scale' if self.relative.value else 'image units'})"
+        )
+
+    def run(self) -> None:
+        layer = self.image.value
+        if layer is None:
+            show_warning("Simulate noise: choose an image layer first")
+            return
+        kind = self.kind.value
+        params = {
+            "sigma": self.sigma.value,
+            "nu": self.nu.value,
+            "peak": self.peak.value,
+            "amount": self.amount.value,
+            "sigma_max": self.sigma_max.value,
+            "relative": self.relative.value,
+            "clip": self.clip.value,
+            "seed": self.seed.value,
+        }
+        data = layer_array(layer)
+        source = layer
+
+        def job():
+            yield _Done(0.0)
+            return add_noise(data, kind, **params)
+
+        used = ", ".join(f"{k}={params[k]:g}" for k in sorted(PARAMETERS[kind]))
+        name = f"{source.name} [{kind} {used}]"
+
+        def add(noisy) -> None:
+            kwargs = copy_placement(source)
+            kwargs.pop("contrast_limits")  # noise widens the range
+            metadata = {"napari_adl_denoise": {"noise": kind, **params, "source_layer": source.name}}
+            self._viewer.add_image(noisy, name=name, metadata=metadata, **kwargs)
+            self.status.value = f"added '{name}'"
+
+        start_job(job, f"Simulate {kind} noise", add)

@@ -1,0 +1,234 @@
+"""The napari plugin, driven like a user: widgets added from the manifest into a real viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from nibabel.testing import data_path
+from skimage import data
+
+from napari_adl_denoise import add_noise, save_model
+from napari_adl_denoise._napari import denoise_widget as dw
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-adl-denoise"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer(show=True)
+
+
+@pytest.fixture
+def notifications():
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def add_widget(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def noisy_image(viewer, shape=(64, 80)):
+    rng = np.random.default_rng(0)
+    image = (data.camera()[: shape[0], : shape[1]] + rng.normal(0, 20, shape)).astype(np.float32)
+    return viewer.add_image(
+        image, name="noisy", scale=(0.5, 0.25), translate=(3, 4), colormap="magma", contrast_limits=(0, 200)
+    )
+
+
+def shown(widget, parent) -> bool:
+    """Whether ``widget`` is set to show inside ``parent`` (``.visible`` also needs the window shown)."""
+    return widget.native.isVisibleTo(parent.native)
+
+
+def click_and_wait(qtbot, widget, button, condition, timeout=60_000):
+    button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None if hasattr(widget, "_worker") else True, timeout=timeout)
+    qtbot.waitUntil(condition, timeout=timeout)
+
+
+def test_denoise_widget_adds_a_placed_layer_with_metadata_and_never_overwrites(viewer, qtbot):
+    layer = noisy_image(viewer)
+    before = layer.data.copy()
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    widget.method.value = "tv"
+    assert "Total-variation" in widget.about.value and not shown(widget.model, widget)
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 3)
+    first, second = viewer.layers[1], viewer.layers[2]
+    assert first.name == "noisy [tv]" and second.name != first.name
+    np.testing.assert_array_equal(first.data, second.data)
+    assert tuple(first.scale) == (0.5, 0.25) and tuple(first.translate) == (3, 4)
+    assert first.colormap.name == "magma" and tuple(first.contrast_limits) == (0, 200)
+    assert first.metadata["napari_adl_denoise"]["method"] == "tv"
+    np.testing.assert_array_equal(layer.data, before)
+    assert first.data.std() < layer.data.std()
+
+
+def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d, tmp_path):
+    path = save_model(tiny_3d, tmp_path / "tiny3d.safetensors", {"description": "tiny test model"})
+    volume = add_noise(data.camera()[:20, :40, None].repeat(24, axis=2), sigma=20, seed=0)
+    layer = viewer.add_image(volume, name="vol")
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    widget.method.value = "adl"
+    assert shown(widget.mode, widget) and shown(widget.model, widget)
+    widget.model.value = dw.MODEL_FILE
+    widget.model_file.value = path
+    widget.tile.value = 16
+    assert "GiB per tile of 16 x 16 x 16" in widget.memory.value
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    out = viewer.layers["vol [adl]"]
+    assert out.data.shape == volume.shape
+    meta = out.metadata["napari_adl_denoise"]
+    assert meta["spatial_dims"] == 3 and meta["model"]["description"] == "tiny test model"
+
+
+def test_cancel_stops_the_job_and_adds_nothing(viewer, qtbot, tiny_2d, tmp_path):
+    path = save_model(tiny_2d, tmp_path / "tiny.safetensors")
+    layer = viewer.add_image(np.random.default_rng(0).random((512, 512)).astype(np.float32), name="big")
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    widget.model.value = dw.MODEL_FILE
+    widget.model_file.value = path
+    widget.tile.value = 16  # ~1,000 tiles: plenty of yields to cancel between
+    seen = []
+    widget.run_button.native.click()
+    widget._worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: len(seen) >= 3, timeout=30_000)
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert len(viewer.layers) == 1 and seen[-1].fraction < 0.5
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_denoise_problems_become_notifications(viewer, qtbot, notifications, monkeypatch, tmp_path):
+    import napari_adl_denoise.weights as weights
+
+    widget = add_widget(viewer, "Denoise")
+    widget.run_button.native.click()
+    assert any("choose an image layer" in str(n.message) for n in notifications)
+    monkeypatch.setattr(weights, "bundled_dir", lambda: tmp_path)  # no model installed
+    noisy_image(viewer)
+    widget.reset_choices()
+    widget.method.value = "adl"
+    widget.model.value = dw.AUTO_MODEL
+    click_and_wait(
+        qtbot, widget, widget.run_button, lambda: any("no ADL model" in str(n.message) for n in notifications)
+    )
+    assert len(viewer.layers) == 1
+
+
+def test_noise_widget_adds_reproducible_noise_and_estimates_sigma(viewer, qtbot):
+    clean = viewer.add_image(data.camera(), name="clean", scale=(2, 2))
+    widget = add_widget(viewer, "Simulate noise")
+    widget.image.value = clean
+    widget.kind.value = "rician"
+    assert shown(widget.nu, widget) and not shown(widget.amount, widget)
+    widget.kind.value = "gaussian"
+    widget.sigma.value = 25
+    widget.seed.value = 3
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=30_000)
+    noisy = viewer.layers[1]
+    assert noisy.name.startswith("clean [gaussian") and tuple(noisy.scale) == (2, 2)
+    np.testing.assert_array_equal(noisy.data, add_noise(data.camera(), "gaussian", sigma=25, seed=3))
+    widget.image.value = noisy
+    widget.sigma.value = 0
+    widget.estimate_button.native.click()
+    assert 20 < widget.sigma.value < 30
+
+
+def test_compare_widget_with_reference_histograms_profile_and_metrics(viewer, qtbot, tmp_path):
+    clean = data.camera()[:96, :128].astype(np.float32)
+    noisy = add_noise(clean, sigma=25, seed=0)
+    ref = viewer.add_image(clean, name="clean")
+    noisy_layer = viewer.add_image(noisy, name="noisy")
+    den = viewer.add_image((clean + noisy) / 2, name="denoised")
+    widget = add_widget(viewer, "Compare")
+    widget.reference.value = ref
+    widget.noisy.value = noisy_layer
+    widget.denoised.value = [den]
+    widget.update_button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None and len(widget.rows) == 2, timeout=60_000)
+    assert widget.header[:3] == ["layer", "PSNR (dB)", "SSIM"] and "VIFP" in widget.header
+    psnr_noisy, psnr_den = (float(r[1]) for r in widget.rows)
+    assert 19 < psnr_noisy < 21.5 and psnr_den > psnr_noisy + 4
+    assert "reference" in widget.data_range.value
+    assert len(widget.ax_histogram.patches) == 3 and len(widget.ax_profile.lines) == 3
+    line = viewer.layers["profile line"]
+    before = widget.ax_profile.lines[0].get_ydata().copy()
+    line.data = [np.array([[10.0, 0.0], [10.0, 120.0]])]
+    after = widget.ax_profile.lines[0].get_ydata()
+    assert len(after) != len(before) or not np.allclose(after, before)
+    figure, table = widget.export_figure(tmp_path / "f.png"), widget.export_table(tmp_path / "t.csv")
+    assert figure.stat().st_size > 1000 and table.read_text().startswith("layer,PSNR (dB),SSIM")
+
+
+def test_compare_widget_profile_follows_the_3d_slice_and_residuals_without_reference(
+    viewer, qtbot, notifications
+):
+    rng = np.random.default_rng(0)
+    volume = rng.random((5, 40, 50)).astype(np.float32)
+    noisy = viewer.add_image(volume, name="noisy")
+    den = viewer.add_image(volume * 0.5, name="half")
+    widget = add_widget(viewer, "Compare")
+    widget.noisy.value = noisy
+    widget.denoised.value = [den]
+    widget.update_button.native.click()
+    assert widget.header[1] == "residual mean" and len(widget.rows) == 1
+    viewer.dims.set_current_step(0, 1)
+    first = widget.ax_profile.lines[0].get_ydata().copy()
+    viewer.dims.set_current_step(0, 3)
+    assert not np.allclose(widget.ax_profile.lines[0].get_ydata(), first)
+    np.testing.assert_allclose(first, volume[1, 20, :], atol=1e-5)
+    widget.residual_button.native.click()
+    assert viewer.layers[-1].name == "residual noisy - half"
+    np.testing.assert_allclose(viewer.layers[-1].data, volume * 0.5)
+    odd = viewer.add_image(volume[:, :30], name="odd")
+    widget.reset_choices()
+    widget.denoised.value = [odd]
+    assert any("shapes differ" in str(n.message) for n in notifications)
+
+
+def test_nifti_reader_writer_round_trip(viewer, tmp_path):
+    import nibabel as nib
+
+    (layer,) = viewer.open(f"{data_path}/anatomical.nii", plugin=PLUGIN)
+    assert tuple(layer.scale) == (2.0, 2.0, 2.0) and "nifti" in layer.metadata
+    out = tmp_path / "saved.nii.gz"
+    viewer.layers.save(str(out), selected=False, plugin=PLUGIN) if False else layer.save(
+        str(out), plugin=PLUGIN
+    )
+    saved, source = nib.load(out), nib.load(f"{data_path}/anatomical.nii")
+    np.testing.assert_array_equal(saved.affine, source.affine)
+    np.testing.assert_array_equal(np.asanyarray(saved.dataobj), np.asanyarray(source.dataobj))
+
+
+@pytest.mark.parametrize(("key", "ndim"), [("microscopy-2d", 2), ("rgb-2d", 2), ("mri-3d", 3)])
+def test_sample_data_gives_clean_and_noisy_pairs(viewer, key, ndim):
+    layers = viewer.open_sample(PLUGIN, key)
+    assert len(layers) == 2 and layers[0].name.endswith("(clean)") and layers[0].ndim == ndim
+    assert layers[0].data.shape == layers[1].data.shape
+    assert not np.array_equal(layers[0].data, layers[1].data)
+
+
+def test_context_menu_action_denoises_with_the_defaults(viewer, qtbot):
+    from npe2 import PluginManager
+
+    from napari_adl_denoise._napari.actions import denoise_layer
+
+    manifest = PluginManager.instance().get_manifest(PLUGIN)
+    (item,) = manifest.contributions.menus["napari/layers/context"]
+    assert item.command == "napari-adl-denoise.denoise_layer" and "image" in item.when
+    layer = noisy_image(viewer)
+    denoise_layer(layer, viewer)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=60_000)
+    assert viewer.layers[1].name in ("noisy [nlm]", "noisy [adl]")
