@@ -1,6 +1,6 @@
 """Save screenshots of each dock widget in use into docs/ (real viewer; run under Xvfb):
 
-xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+xvfb-run -a -s "-screen 0 1800x1100x24" python docs/make_screenshots.py
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import napari
+from napari.qt.threading import WorkerBase
 from qtpy.QtWidgets import QApplication
 
 HERE = Path(__file__).parent
@@ -27,7 +28,7 @@ def wait(condition, timeout: float = 300) -> None:
 
 
 def shot(viewer, name: str) -> None:
-    viewer.window._qt_window.resize(1500, 900)
+    viewer.window._qt_window.resize(1600, 1000)
     wait(lambda: True)
     viewer.screenshot(str(HERE / name), canvas_only=False, flash=False)
     print(f"wrote docs/{name}")
@@ -46,14 +47,16 @@ def denoise(viewer) -> None:
 
 def simulate(viewer) -> None:
     clean, noisy = viewer.open_sample(PLUGIN, "mri-3d")
-    noisy.visible = False
+    viewer.layers.remove(noisy)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate noise")
     widget.image.value = clean
     widget.kind.value = "rician"
     widget.sigma.value = 20
     widget.nu.value = 5
     widget.run_button.native.click()
-    wait(lambda: len(viewer.layers) == 3)
+    wait(lambda: len(viewer.layers) == 2)
+    viewer.canvas.grid.enabled = True  # clean and noisy side by side, on an axial slice
+    viewer.dims.order = (2, 0, 1)
     viewer.dims.set_current_step(2, 12)
     shot(viewer, "simulate-noise.png")
 
@@ -78,6 +81,7 @@ def main() -> None:
         viewer = napari.Viewer(show=True)
         make(viewer)
         viewer.close()
+        WorkerBase.await_workers()  # jobs started while the layers were removed
 
 
 if __name__ == "__main__":
