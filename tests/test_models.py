@@ -51,7 +51,7 @@ def test_invalid_config_is_rejected(bad):
 
 CONFIGS = [
     EfficientUnetConfig(spatial_dims=sd, in_channels=c, filter_base=4, norm=n, output_activation=a)
-    for sd, c, n, a in itertools.product((2, 3), (1, 3), ("batch", "none"), ("sigmoid", "none"))
+    for sd, c, n, a in itertools.product((2, 3), (1, 3), ("batch", "none"), ("sigmoid", "none", "residual"))
 ]
 
 
@@ -97,10 +97,26 @@ def test_multiscale_heads_and_discriminator_shapes(spatial_dims):
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_norm_none_is_truly_bias_free(spatial_dims):
+def test_residual_output_is_the_input_minus_the_heads_noise_estimate(spatial_dims):
+    net = EfficientUnet(
+        EfficientUnetConfig(spatial_dims=spatial_dims, filter_base=4, output_activation="residual")
+    )
+    for head in (net.head_full, net.head_half, net.head_quarter):
+        torch.nn.init.zeros_(head.to_image.weight)  # no noise estimated: the input comes back
+    x = torch.rand(1, 1, *(16,) * spatial_dims)
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    full, half, quarter = net(x, multiscale=True)
+    torch.testing.assert_close(full, x)
+    torch.testing.assert_close(half, pool(x, 2))
+    torch.testing.assert_close(quarter, pool(x, 4))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("output", ["none", "residual"])
+def test_norm_none_is_truly_bias_free(spatial_dims, output):
     """Without biases or norms the network is positively homogeneous: f(a x) = a f(x)."""
     config = EfficientUnetConfig(
-        spatial_dims=spatial_dims, filter_base=4, norm="none", output_activation="none"
+        spatial_dims=spatial_dims, filter_base=4, norm="none", output_activation=output
     )
     net = EfficientUnet(config).eval()
     assert not [n for n, _ in net.named_parameters() if "bias" in n]

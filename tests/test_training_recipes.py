@@ -34,12 +34,20 @@ def test_assembled_sets_hold_out_validation_images(tmp_path):
     assert not any("skin" in s or "nuclei" in s or "tomo" in s or "image_10426" in s for s in sources)
 
 
-@pytest.mark.parametrize("name", ["adl-2d-gray", "adl-2d-rgb", "adl-3d-gray"])
+@pytest.mark.parametrize("name", ["paper-adl-2d-gray", "paper-adl-2d-rgb", "paper-adl-3d-gray"])
 def test_recipe_configs_are_valid_and_follow_the_paper(name):
     config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
     assert config.name == name
     assert config.noise[0].kind == "gaussian" and config.noise[0].sigma == (0, 55)
     assert config.optim.lr == 1e-4
-    if name == "adl-3d-gray":
+    if name.endswith("3d-gray"):
         assert {n.kind for n in config.noise} == {"gaussian", "rician", "rayleigh"}
         assert config.model.enhancer_kernel == 3
+
+
+def test_bundled_2d_recipe_is_the_compute_efficient_choice():
+    config = load_config(ROOT / "training" / "configs" / "adl-2d-gray.yaml")
+    assert config.name == "adl-2d-gray"
+    assert (config.model.filter_base, config.model.enhancer_kernel) == (8, 3)
+    assert config.model.norm == "none" and config.model.output_activation == "residual"
+    assert config.noise[0].kind == "gaussian" and config.noise[0].sigma == (0, 55)

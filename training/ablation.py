@@ -83,6 +83,11 @@ def evaluate(
     return scores
 
 
+def load_val_images(data: Path) -> list[np.ndarray]:
+    """The held-out 2D gray validation images, as float32."""
+    return [read_image(p).data.astype(np.float32) for p in sorted((data / "2d-gray/val").glob("*.tif"))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500, help="denoiser updates per arm")
@@ -93,9 +98,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue interrupted arms")
     args = parser.parse_args()
 
-    images = [
-        read_image(p).data.astype(np.float32) for p in sorted((args.data / "2d-gray/val").glob("*.tif"))
-    ]
+    images = load_val_images(args.data)
     results = {
         "noisy input": (evaluate(None, "noisy", images), 0.0),
         "NLM": (evaluate(None, "nlm", images), 0.0),

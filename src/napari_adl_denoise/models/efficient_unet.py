@@ -12,7 +12,9 @@ Choices where the paper is vague, kept configurable:
 * The content enhancer uses kernel 7 in 2D and 3 in 3D by default (dilations 1, 2, 4); a 7^3
   kernel costs ~2x the 3D compute for little benefit.
 * The transformer heads end in a sigmoid as in the paper, so the network works on intensities
-  normalised to [0, 1]; ``output_activation="none"`` drops it.
+  normalised to [0, 1]; ``output_activation="none"`` drops it; ``"residual"`` makes each head
+  predict the noise, subtracted from the (area-downsampled) input (residual learning, as in
+  DnCNN), which trains faster for the same compute.
 """
 
 from __future__ import annotations
@@ -62,15 +64,16 @@ class EfficientUnetConfig(_UnetConfig):
         Odd kernel size of the content enhancer; default 7 in 2D, 3 in 3D.
     norm : {"batch", "none"}
         Normalisation inside the residual blocks.
-    output_activation : {"sigmoid", "none"}
-        Activation closing each transformer head.
+    output_activation : {"sigmoid", "none", "residual"}
+        Activation closing each transformer head; "residual": the heads estimate the noise and
+        the output is the input minus that estimate.
     """
 
     kind: Literal["efficient_unet"] = "efficient_unet"
     out_channels: Literal[1, 3] | None = None
     filter_base: int = Field(32, ge=2, le=256)
     enhancer_kernel: int | None = Field(None, ge=1, le=15)
-    output_activation: Literal["sigmoid", "none"] = "sigmoid"
+    output_activation: Literal["sigmoid", "none", "residual"] = "sigmoid"
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> EfficientUnetConfig:
@@ -198,10 +201,16 @@ class EfficientUnet(nn.Module):
     def forward(self, x: torch.Tensor, multiscale: bool = False):
         _check_input(x, self.config.spatial_dims, self.config.in_channels)
         _, d1, d2, d3 = self.backbone(x, (self.enhancer(x),))
-        full = self.head_full(d3)
+        full = self._output(self.head_full(d3), x, 1)
         if not multiscale:
             return full
-        return full, self.head_half(d2), self.head_quarter(d1)
+        return full, self._output(self.head_half(d2), x, 2), self._output(self.head_quarter(d1), x, 4)
+
+    def _output(self, head: torch.Tensor, x: torch.Tensor, factor: int) -> torch.Tensor:
+        if self.config.output_activation != "residual":
+            return head
+        pool = nn.functional.avg_pool2d if self.config.spatial_dims == 2 else nn.functional.avg_pool3d
+        return (x if factor == 1 else pool(x, factor)) - head
 
 
 class EfficientUnetDiscriminator(nn.Module):

@@ -1,0 +1,149 @@
+"""Bundle a trained model into the package: fp16 weights, a full model card, a Markdown card.
+
+Reads the best model of a run (``runs/<name>/<name>.safetensors``), measures it blind on the
+held-out validation images of its kind at sigma = 15, 25 and 50 in float32 and float16, and
+writes ``src/napari_adl_denoise/weights/<name>.safetensors`` (float16 unless that costs more
+than 0.05 dB) with the card in its metadata: config, parameter count, the training images and
+their sources, noise model, steps, wall time, hardware and the validation PSNR/SSIM per sigma;
+``<name>.md`` beside it shows the same for people.
+
+    python training/bundle.py runs/adl-2d-gray/adl-2d-gray.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_adl_denoise import add_noise, denoise
+from napari_adl_denoise.io import read_image
+from napari_adl_denoise.metrics import psnr, ssim
+from napari_adl_denoise.weights import bundled_dir, load_model, save_model
+
+HERE = Path(__file__).parent
+SIGMAS = (15, 25, 50)
+FP16_TOLERANCE_DB = 0.05
+
+
+def kind_of(config) -> str:
+    if config.spatial_dims == 3:
+        return "3d"
+    return "2d-rgb" if config.in_channels == 3 else "2d-gray"
+
+
+def validate(model, kind: str, data: Path) -> dict[str, dict[str, float]]:
+    """Mean PSNR/SSIM of the denoised held-out images, blind, per sigma."""
+    files = sorted(p for p in (data / kind / "val").iterdir() if p.suffix in (".tif", ".gz", ".nii"))
+    kw = {"channel_axis": -1} if kind == "2d-rgb" else {}
+    scores = {}
+    for sigma in SIGMAS:
+        rows = []
+        for k, path in enumerate(files):
+            clean = read_image(path).data.astype(np.float32)
+            noisy = add_noise(clean, sigma=sigma, seed=1000 * sigma + k)
+            out = denoise(noisy, "adl", model=model, spatial_dims=3 if kind == "3d" else 2, **kw)
+            rows.append((psnr(clean, out), ssim(clean, out, **kw), psnr(clean, noisy)))
+        psnr_, ssim_, noisy_ = np.mean(rows, axis=0)
+        scores[str(sigma)] = {
+            "psnr": round(psnr_, 3),
+            "ssim": round(ssim_, 4),
+            "noisy_psnr": round(noisy_, 3),
+        }
+    scores["images"] = [p.name for p in files]
+    return scores
+
+
+def training_images(card: dict, data: Path) -> list[str]:
+    """The files the run's glob patterns matched, each with its source package."""
+    manifest = json.loads((data / "manifest.json").read_text())
+    files = sorted(
+        {Path(f).resolve() for pattern in card.get("training_data", []) for f in glob.glob(pattern)}
+    )
+    if not files:
+        raise SystemExit(
+            f"the run's training images {card.get('training_data')} are not here: run from its folder"
+        )
+    keys = [str(f.relative_to(data)) if f.is_relative_to(data) else "" for f in files]
+    return [f"{f.name}: {manifest.get(key, 'unknown source')}" for f, key in zip(files, keys, strict=True)]
+
+
+def markdown(name: str, card: dict) -> str:
+    cfg = card["model_config"]
+    val = card["validation_per_sigma"]
+    lines = [
+        f"# {name}",
+        "",
+        card.get("description", ""),
+        "",
+        f"- Efficient-Unet, {card['parameters']:,} parameters: spatial_dims {cfg['spatial_dims']}, "
+        f"channels {cfg['in_channels']}, filter_base {cfg['filter_base']}, enhancer kernel "
+        f"{cfg['enhancer_kernel']}, norm {cfg['norm']}, output {cfg['output_activation']}",
+        f"- Weights stored as {card['storage_dtype']} ({card['fp16_psnr_change_db']:+.3f} dB against float32 "
+        "on the validation images)",
+        f"- Trained {card['steps']} steps in {card['wall_time_s'] / 3600:.2f} h on {card['hardware']}",
+        f"- Noise (blind): {json.dumps(card['noise'])}",
+        f"- Loss weights: {json.dumps(card['training_config']['loss'])}",
+        f"- Training images ({len(card['training_images'])}): " + "; ".join(card["training_images"]),
+        "",
+        f"Validation, blind, on held-out {', '.join(val['images'])} (Gaussian noise, 0-255 scale):",
+        "",
+        "| sigma | noisy PSNR | PSNR | SSIM |",
+        "|---|---|---|---|",
+    ]
+    for sigma in SIGMAS:
+        row = val[str(sigma)]
+        lines.append(f"| {sigma} | {row['noisy_psnr']:.2f} | {row['psnr']:.2f} | {row['ssim']:.3f} |")
+    lines += ["", f"Reproduce: `{card['recipe']}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="the run's best model (.safetensors)")
+    parser.add_argument("--name", help="bundled name (default: the file's stem)")
+    parser.add_argument("--recipe", help="command that reproduces it (default: the training config)")
+    parser.add_argument("--data", type=Path, default=HERE / "data")
+    parser.add_argument("--output", type=Path, default=bundled_dir())
+    args = parser.parse_args()
+
+    name = args.name or args.model.stem
+    loaded = load_model(args.model)
+    kind = kind_of(loaded.config)
+    fp32 = validate(loaded.model, kind, args.data)
+    half = load_model(args.model)
+    half.model.load_state_dict({k: v.half().float() for k, v in loaded.model.state_dict().items()})
+    fp16 = validate(half.model, kind, args.data)
+    change = float(np.mean([fp16[str(s)]["psnr"] - fp32[str(s)]["psnr"] for s in SIGMAS]))
+    use_half = change > -FP16_TOLERANCE_DB
+    card = {
+        **loaded.card,
+        "name": name,
+        "model_config": loaded.config.model_dump(mode="json"),
+        "training_images": training_images(loaded.card, args.data.resolve()),
+        "validation_per_sigma": fp16 if use_half else fp32,
+        "fp16_psnr_change_db": round(change, 4),
+        "recipe": args.recipe or f"adl-denoise train training/configs/{name}.yaml",
+    }
+    card["storage_dtype"] = "float16" if use_half else "float32"
+    args.output.mkdir(parents=True, exist_ok=True)
+    target = args.output / f"{name}.safetensors"
+    save_model(
+        half.model if use_half else loaded.model,
+        target,
+        card,
+        dtype=torch.float16 if use_half else torch.float32,
+    )
+    tmp = target.with_suffix(".md.tmp")
+    tmp.write_text(markdown(name, card))
+    tmp.replace(target.with_suffix(".md"))
+    print(markdown(name, card))
+    print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
