@@ -140,7 +140,8 @@ def quality_table(name: str, results: dict, sigmas: list[int]) -> list[str]:
                 f"{np.mean([r['psnr'] for r in rows]):.2f} / {np.mean([r['ssim'] for r in rows]):.3f}"
             )
         seconds = np.mean([r["seconds"] for r in res["rows"]])
-        lines.append(f"| {label} | {' | '.join(cells)} | {seconds:.2f} | {res['peak_mb']:.0f} |")
+        cost = f"{seconds:.2f} | {res['peak_mb']:.0f}" if label != "noisy input" else "- | -"
+        lines.append(f"| {label} | {' | '.join(cells)} | {cost} |")
     return lines
 
 

@@ -153,9 +153,9 @@ def test_headless_demo_writes_results_and_a_table(tmp_path, capsys):
     demo(["--output", str(tmp_path)])
     out = capsys.readouterr().out
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert "camera-noisy.tif" in names and "mri-noisy.nii.gz" in names and len(names) == 6
+    assert "aero-noisy.tif" in names and "mri-noisy.nii.gz" in names and len(names) == 6
     rows = [
-        line.split() for line in out.splitlines() if line.split()[:1] in (["camera"], ["astronaut"], ["mri"])
+        line.split() for line in out.splitlines() if line.split()[:1] in (["aero"], ["astronaut"], ["mri"])
     ]
     assert len(rows) == 3
     for row in rows:  # noisy PSNR < denoised PSNR

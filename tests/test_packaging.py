@@ -31,7 +31,7 @@ def test_manifest_is_found_from_the_installed_package():
 
 
 @pytest.mark.slow
-def test_wheel_carries_the_root_manifest_and_entry_points(tmp_path):
+def test_wheel_carries_the_manifest_entry_points_and_weights(tmp_path):
     subprocess.run(
         [
             sys.executable,
@@ -52,6 +52,10 @@ def test_wheel_carries_the_root_manifest_and_entry_points(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         manifest = zf.read("napari_adl_denoise/napari.yaml").decode()
         entry_points = next(zf.read(n).decode() for n in zf.namelist() if n.endswith("entry_points.txt"))
+        names = set(zf.namelist())
+    weights = ROOT / "src/napari_adl_denoise/weights"
+    bundled = [*weights.glob("*.safetensors"), *weights.glob("*.md")]
+    assert {f"napari_adl_denoise/weights/{p.name}" for p in bundled} <= names  # weights travel in the wheel
     assert manifest == (ROOT / "napari.yaml").read_text()
     assert "napari-adl-denoise = napari_adl_denoise:napari.yaml" in entry_points
     assert "adl-denoise = napari_adl_denoise.cli:main" in entry_points

@@ -127,3 +127,31 @@ def test_bundled_models_are_listed_and_chosen_by_data_kind(bundled, tiny_2d, tin
     np.testing.assert_array_equal(denoise(volume), denoise(volume, model="adl-3d-gray"))
     with pytest.raises(adl.NoModelError, match="2D RGB"):
         denoise(np.zeros((16, 16, 3)) + np.arange(3), channel_axis=-1)
+
+
+BUNDLED = [m.name for m in list_models()]
+CARD_FIELDS = {"training_images", "noise", "steps", "wall_time_s", "hardware", "parameters"}
+CARD_FIELDS |= {"validation_per_sigma"}
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_each_bundled_model_has_its_card_and_fits_in_a_wheel(name):
+    info = next(m for m in list_models() if m.name == name)
+    assert set(info.card) >= CARD_FIELDS
+    assert info.card["storage_dtype"] in ("float16", "float32")
+    assert info.path.with_suffix(".md").is_file()
+    assert sum(m.path.stat().st_size for m in list_models()) < 60 * 2**20
+
+
+@pytest.mark.skipif("adl-2d-gray" not in BUNDLED, reason="no bundled 2D gray model")
+def test_bundled_2d_model_is_the_default_and_denoises_a_held_out_image():
+    import pywt
+
+    from napari_adl_denoise import add_noise
+    from napari_adl_denoise.metrics import psnr
+
+    clean = pywt.data.aero().astype(np.float32)  # never seen in training
+    noisy = add_noise(clean, sigma=25, seed=0)
+    result = denoise(noisy)  # no method, no model: the bundled 2D gray model
+    np.testing.assert_array_equal(result, denoise(noisy, "adl", model="adl-2d-gray"))
+    assert psnr(clean, result) > psnr(clean, noisy) + 8

@@ -24,15 +24,16 @@ from .weights import list_models
 def samples() -> dict[str, tuple[np.ndarray, dict, ImageFile | None]]:
     """Real clean data that ships with installed packages: ``name -> (array, kwargs, source)``.
 
-    2D gray (camera), 2D RGB (astronaut) and a 3D MRI (nibabel's anatomical.nii, 2 mm voxels)
-    whose header and affine the written results keep.
+    2D gray (PyWavelets' aero, held out of the bundled model's training), 2D RGB (astronaut) and
+    a 3D MRI (nibabel's anatomical.nii, 2 mm voxels) whose header and affine the results keep.
     """
+    import pywt
     from nibabel.testing import data_path
     from skimage import data
 
     mri = read_image(Path(data_path) / "anatomical.nii")
     return {
-        "camera": (data.camera(), {}, None),
+        "aero": (pywt.data.aero(), {}, None),
         "astronaut": (data.astronaut(), {"channel_axis": -1}, None),
         "mri": (mri.data.astype(np.int16), {}, mri),
     }
@@ -82,7 +83,7 @@ def show() -> None:
         common = {"rgb": rgb, "scale": scale}
         viewer.add_image(clean, name=f"{name} (clean)", visible=False, **common)
         viewer.add_image(noisy, name=f"{name} (noisy)", visible=False, **common)
-        viewer.add_image(result, name=f"{name} [{method}]", visible=name == "camera", **common)
+        viewer.add_image(result, name=f"{name} [{method}]", visible=name == "aero", **common)
     napari.run()
 
 
