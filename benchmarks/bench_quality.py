@@ -215,6 +215,8 @@ def main() -> None:
             "|---|---|---|---|",
         ]
         for name, speed_name in (("2D gray", "aero 512x512"), ("3D", "MNI152 T1 128^3 crop")):
+            if name not in args.sets:
+                continue
             info = SETS[name]
             for label, method, model in methods_for(info, models, set(args.skip) | {"noisy"}):
                 spec = {**info, "images": "speed", "speed_name": speed_name, "method": method,
