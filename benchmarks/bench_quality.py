@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -190,7 +191,7 @@ def main() -> None:
         "relative to each image's range; BM3D/BM4D are given the true sigma, NLM estimates it, ADL "
         "models are blind. Peak MB: growth of the process's peak resident memory while denoising.",
         "",
-        f"`python benchmarks/bench_quality.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+        f"`{shlex.join(['python', 'benchmarks/bench_quality.py', *sys.argv[1:]])}`",
     ]
     for name in args.sets:
         info = SETS[name]
