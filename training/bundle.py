@@ -89,6 +89,13 @@ def markdown(name: str, card: dict) -> str:
         f"- Noise (blind): {json.dumps(card['noise'])}",
         f"- Loss weights: {json.dumps(card['training_config']['loss'])}",
         f"- Training images ({len(card['training_images'])}): " + "; ".join(card["training_images"]),
+    ]
+    if card["training_config"].get("init"):
+        lines.append(
+            f"- Started from `{card['training_config']['init']}` (see its card; a 2D model is inflated "
+            "to 3D), so its training images and time come on top of these"
+        )
+    lines += [
         "",
         f"Validation, blind, on held-out {', '.join(val['images'])} (Gaussian noise, 0-255 scale):",
         "",

@@ -24,8 +24,9 @@ from .weights import list_models
 def samples() -> dict[str, tuple[np.ndarray, dict, ImageFile | None]]:
     """Real clean data that ships with installed packages: ``name -> (array, kwargs, source)``.
 
-    2D gray (PyWavelets' aero, held out of the bundled model's training), 2D RGB (astronaut) and
-    a 3D MRI (nibabel's anatomical.nii, 2 mm voxels) whose header and affine the results keep.
+    2D gray (PyWavelets' aero), 2D RGB (scikit-image's coffee) and a 3D MRI (nibabel's
+    anatomical.nii, 2 mm voxels, whose header and affine the results keep); the bundled models
+    never saw any of them in training.
     """
     import pywt
     from nibabel.testing import data_path
@@ -34,7 +35,7 @@ def samples() -> dict[str, tuple[np.ndarray, dict, ImageFile | None]]:
     mri = read_image(Path(data_path) / "anatomical.nii")
     return {
         "aero": (pywt.data.aero(), {}, None),
-        "astronaut": (data.astronaut(), {"channel_axis": -1}, None),
+        "coffee": (data.coffee(), {"channel_axis": -1}, None),
         "mri": (mri.data.astype(np.int16), {}, mri),
     }
 

@@ -53,6 +53,8 @@ def _layout(
 ) -> tuple[int, int, int | None]:
     """Validate the axes; returns (spatial_dims, channels, channel axis as a positive index)."""
     ndim = len(shape)
+    if channel_axis is None and spatial_dims is None and ndim == 3 and shape[-1] == 3:
+        channel_axis = -1  # an RGB image, as napari guesses it (no volume is 3 voxels wide)
     if channel_axis is not None:
         if not -ndim <= channel_axis < ndim:
             raise ValueError(f"channel_axis={channel_axis} is out of range for a {ndim}D array")
@@ -195,7 +197,9 @@ def denoise(
         ~128 pixels need a larger overlap (e.g. 0.5) to be indistinguishable from a whole-image
         result.
     channel_axis : int, optional
-        Axis holding colour channels (e.g. -1 for an RGB image).
+        Axis holding colour channels (e.g. -1 for an RGB image). Default: -1 for a 3D array
+        whose last axis has 3 entries when ``spatial_dims`` is not given (napari's RGB rule),
+        else none.
     spatial_dims : {2, 3}, optional
         2: denoise slice by slice over the last two axes; 3: the last three axes are a volume.
         Default: 2 for 2D data, 3 otherwise. Leading axes (time, slices) are looped over.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .config import DataConfig, LossConfig, NoiseSpec, OptimConfig, PhaseConfig, TrainingConfig, load_config
-from .engine import TrainProgress, train
+from .engine import TrainProgress, inflate_weights, train
 
 __all__ = [
     "DataConfig",
@@ -13,6 +13,7 @@ __all__ = [
     "PhaseConfig",
     "TrainProgress",
     "TrainingConfig",
+    "inflate_weights",
     "load_config",
     "train",
 ]

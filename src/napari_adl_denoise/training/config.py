@@ -121,6 +121,10 @@ class TrainingConfig(_Strict):
     checkpoint_every: int = Field(200, ge=1)
     seed: int = 0
     output: str = "runs/{name}"
+    init: str | None = None
+    """Start the denoiser from these weights (a bundled model name or a ``.safetensors`` path),
+    e.g. to fine-tune on your own data. A 2D model can start a 3D one (see
+    :func:`~napari_adl_denoise.training.inflate_weights`). Ignored when resuming a checkpoint."""
     amp: bool = True
     """Mixed precision on CUDA (bf16 where supported); ignored on CPU."""
     weights_dtype: Literal["float32", "float16"] = "float16"

@@ -32,15 +32,51 @@ from .._files import atomic_path
 from ..metrics import psnr as psnr_metric
 from ..metrics import ssim as ssim_metric
 from ..models import EfficientUnet, EfficientUnetDiscriminator
-from ..weights import save_model
+from ..weights import load_model, save_model
 from .config import TrainingConfig
 from .data import Batch, PatchSampler, load_images
 from .losses import adversarial_loss, denoiser_loss, discriminator_loss
 
-__all__ = ["TrainProgress", "train"]
+__all__ = ["TrainProgress", "inflate_weights", "train"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+
+
+def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[str, torch.Tensor]:
+    """Weights for ``target`` from a saved model of the same shape, or from its 2D counterpart.
+
+    A 2D model initialises a 3D one with the same channels, widths and kernels: each 2D filter
+    becomes the centre depth slice of a 3D filter (zeros elsewhere) and each transposed filter is
+    spread over depth taps (1/2, 1, 1/2), so the 3D network starts as the 2D network applied slice
+    by slice, with features interpolated over depth below full resolution (I3D-style inflation).
+
+    Raises
+    ------
+    ValueError
+        The source model's configuration differs from the target's in more than ``spatial_dims``.
+    """
+    loaded = load_model(source)
+    src_cfg, dst_cfg = loaded.config, target.config
+    if src_cfg.model_copy(update={"spatial_dims": dst_cfg.spatial_dims}) != dst_cfg or (
+        src_cfg.spatial_dims,
+        dst_cfg.spatial_dims,
+    ) not in ((2, 2), (3, 3), (2, 3)):
+        raise ValueError(f"init model {loaded.name} does not fit this config's model: {src_cfg} vs {dst_cfg}")
+    state = loaded.model.state_dict()
+    if src_cfg.spatial_dims == dst_cfg.spatial_dims:
+        return state
+    for name, module in target.named_modules():
+        if not isinstance(module, torch.nn.Conv3d | torch.nn.ConvTranspose3d):
+            continue
+        weight = state[f"{name}.weight"]
+        depth = module.kernel_size[0]
+        taps = torch.zeros(depth)
+        taps[depth // 2] = 1.0
+        if isinstance(module, torch.nn.ConvTranspose3d):  # stride 2: odd slices interpolate
+            taps[depth // 2 - 1], taps[depth // 2 + 1] = 0.5, 0.5
+        state[f"{name}.weight"] = weight.unsqueeze(2) * taps.view(1, 1, depth, 1, 1)
+    return state
 
 
 @dataclass(frozen=True)
@@ -157,6 +193,8 @@ class _Trainer:
 
         self.state = _State()
         checkpoint = self.out / CHECKPOINT
+        if config.init and not (resume and checkpoint.is_file()):
+            self.generator.load_state_dict(inflate_weights(config.init, self.generator))
         if resume and checkpoint.is_file():
             self._load(checkpoint)
         elif resume:
