@@ -67,9 +67,12 @@ def config(name: str, arm: dict, args: argparse.Namespace) -> TrainingConfig:
 
 
 def evaluate(
-    model: str | None, method: str, images: list[np.ndarray]
+    model, method: str, images: list[np.ndarray], *, rgb: bool = False
 ) -> dict[int, tuple[float, float, float]]:
-    """Mean PSNR, SSIM and seconds per image at each sigma (noisy input when method is 'noisy')."""
+    """Mean PSNR, SSIM and seconds per image at each sigma, blind (the noisy input for 'noisy').
+
+    The noise is seeded per sigma and image, so every method and model sees the same noisy data.
+    """
     scores = {}
     for sigma in SIGMAS:
         rows = []
@@ -78,14 +81,19 @@ def evaluate(
             start = time.perf_counter()
             result = noisy if method == "noisy" else denoise(noisy, method, model=model)
             seconds = time.perf_counter() - start
-            rows.append((psnr(clean, result), ssim(clean, result), seconds))
+            rows.append((psnr(clean, result), ssim(clean, result, channel_axis=-1 if rgb else None), seconds))
         scores[sigma] = tuple(np.mean(rows, axis=0))
     return scores
 
 
-def load_val_images(data: Path) -> list[np.ndarray]:
-    """The held-out 2D gray validation images, as float32."""
-    return [read_image(p).data.astype(np.float32) for p in sorted((data / "2d-gray/val").glob("*.tif"))]
+def val_files(data: Path, kind: str = "2d-gray") -> list[Path]:
+    """The held-out validation files of one kind (``2d-gray``, ``2d-rgb`` or ``3d``)."""
+    return sorted(p for p in (data / kind / "val").iterdir() if p.suffix in (".tif", ".gz", ".nii"))
+
+
+def load_val_images(data: Path, kind: str = "2d-gray") -> list[np.ndarray]:
+    """The held-out validation images of one kind, as float32."""
+    return [read_image(p).data.astype(np.float32) for p in val_files(data, kind)]
 
 
 def main() -> None:

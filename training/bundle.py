@@ -13,20 +13,18 @@ their sources, noise model, steps, wall time, hardware and the validation PSNR/S
 from __future__ import annotations
 
 import argparse
+import copy
 import glob
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from ablation import SIGMAS, evaluate, load_val_images, val_files
 
-from napari_adl_denoise import add_noise, denoise
-from napari_adl_denoise.io import read_image
-from napari_adl_denoise.metrics import psnr, ssim
 from napari_adl_denoise.weights import bundled_dir, load_model, save_model
 
 HERE = Path(__file__).parent
-SIGMAS = (15, 25, 50)
 FP16_TOLERANCE_DB = 0.05
 
 
@@ -36,25 +34,20 @@ def kind_of(config) -> str:
     return "2d-rgb" if config.in_channels == 3 else "2d-gray"
 
 
-def validate(model, kind: str, data: Path) -> dict[str, dict[str, float]]:
+def validate(model, kind: str, data: Path) -> dict:
     """Mean PSNR/SSIM of the denoised held-out images, blind, per sigma."""
-    files = sorted(p for p in (data / kind / "val").iterdir() if p.suffix in (".tif", ".gz", ".nii"))
-    kw = {"channel_axis": -1} if kind == "2d-rgb" else {}
-    scores = {}
-    for sigma in SIGMAS:
-        rows = []
-        for k, path in enumerate(files):
-            clean = read_image(path).data.astype(np.float32)
-            noisy = add_noise(clean, sigma=sigma, seed=1000 * sigma + k)
-            out = denoise(noisy, "adl", model=model, spatial_dims=3 if kind == "3d" else 2, **kw)
-            rows.append((psnr(clean, out), ssim(clean, out, **kw), psnr(clean, noisy)))
-        psnr_, ssim_, noisy_ = np.mean(rows, axis=0)
-        scores[str(sigma)] = {
-            "psnr": round(psnr_, 3),
-            "ssim": round(ssim_, 4),
-            "noisy_psnr": round(noisy_, 3),
+    images = load_val_images(data, kind)
+    rgb = kind == "2d-rgb"
+    noisy, denoised = evaluate(None, "noisy", images, rgb=rgb), evaluate(model, "adl", images, rgb=rgb)
+    scores: dict = {
+        str(s): {
+            "psnr": round(denoised[s][0], 3),
+            "ssim": round(denoised[s][1], 4),
+            "noisy_psnr": round(noisy[s][0], 3),
         }
-    scores["images"] = [p.name for p in files]
+        for s in SIGMAS
+    }
+    scores["images"] = [p.name for p in val_files(data, kind)]
     return scores
 
 
@@ -122,7 +115,7 @@ def main() -> None:
     loaded = load_model(args.model)
     kind = kind_of(loaded.config)
     fp32 = validate(loaded.model, kind, args.data)
-    half = load_model(args.model)
+    half = copy.deepcopy(loaded)
     half.model.load_state_dict({k: v.half().float() for k, v in loaded.model.state_dict().items()})
     fp16 = validate(half.model, kind, args.data)
     change = float(np.mean([fp16[str(s)]["psnr"] - fp32[str(s)]["psnr"] for s in SIGMAS]))
