@@ -285,7 +285,9 @@ class _Trainer:
     def _card(self, scores: dict[str, float]) -> dict[str, Any]:
         c = self.config
         hardware = (
-            torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
+            torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
         )
         return {
             "description": c.description or f"ADL Efficient-Unet trained by napari-adl-denoise ({c.name})",
@@ -296,7 +298,7 @@ class _Trainer:
             "phases": c.phases.model_dump(),
             "validation": scores,
             "wall_time_s": round(self.state.elapsed, 1),
-            "hardware": f"{hardware or platform.machine()} x{self.dist.world}, torch {torch.__version__}",
+            "hardware": f"{hardware} x{self.dist.world}, torch {torch.__version__}",
             "parameters": sum(p.numel() for p in self.generator.parameters()),
             "training_config": c.model_dump(mode="json"),
         }
