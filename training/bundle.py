@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="the run's best model (.safetensors)")
     parser.add_argument("--name", help="bundled name (default: the file's stem)")
     parser.add_argument("--recipe", help="command that reproduces it (default: the training config)")
+    parser.add_argument("--hardware", help="describe the training hardware (default: the run's card)")
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--output", type=Path, default=bundled_dir())
     args = parser.parse_args()
@@ -129,6 +130,8 @@ def main() -> None:
         "fp16_psnr_change_db": round(change, 4),
         "recipe": args.recipe or f"adl-denoise train training/configs/{name}.yaml",
     }
+    if args.hardware:
+        card["hardware"] = args.hardware
     card["storage_dtype"] = "float16" if use_half else "float32"
     args.output.mkdir(parents=True, exist_ok=True)
     target = args.output / f"{name}.safetensors"
