@@ -85,39 +85,50 @@ def test_4d_time_series_of_volumes(tiny_3d):
     assert out.shape == series.shape
 
 
-def test_progress_is_reported_per_tile(tiny_2d):
+def test_progress_is_reported_per_batch_of_tiles(tiny_2d, monkeypatch):
+    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 4 * 48 * 48)
     records = []
     denoise(np.zeros((100, 100)) + np.eye(100), model=tiny_2d, tile_shape=48, progress=records.append)
-    # padded 104 -> tiles at 0, 32, 56 per axis (8-aligned, overlap >= 25%): 9 tiles + the start
-    assert [r.done for r in records] == list(range(10))
+    # padded 104 -> tiles at 0, 32, 56 per axis (8-aligned, overlap >= 25%): 9 tiles in batches
+    # of 4, 4 and 1, after the start record
+    assert [r.done for r in records] == [0, 4, 8, 9]
     assert records[-1].total == 9 and records[-1].fraction == 1.0
     assert all(r.method == "adl" and r.n_items == 1 for r in records)
 
 
 class CountingModel(torch.nn.Module):
-    """Wraps a network and counts forward calls; raises OOM above ``limit`` voxels."""
+    """Wraps a network and counts forward calls and tiles; raises OOM above ``limit`` voxels."""
 
     def __init__(self, net, limit=None):
         super().__init__()
-        self.net, self.limit, self.calls, self.config = net, limit, 0, net.config
+        self.net, self.limit, self.calls, self.tiles, self.config = net, limit, 0, 0, net.config
 
     def forward(self, x):
         self.calls += 1
+        self.tiles += x.shape[0]
         if self.limit is not None and x[0, 0].numel() > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return self.net(x)
 
 
-def test_closing_the_generator_cancels_between_tiles(tiny_2d, monkeypatch):
+def test_closing_the_generator_cancels_between_batches_of_tiles(tiny_2d, monkeypatch):
     counting = CountingModel(tiny_2d)
     monkeypatch.setattr(
         adl._adl, "as_loaded_model", lambda m, sd, c: adl.LoadedModel("c", counting, tiny_2d.config)
     )
+    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 2 * 32 * 32)  # two tiles per batch
     steps = iter_denoise(np.random.default_rng(0).random((128, 128)), tile_shape=32)
-    for _ in range(4):
-        next(steps)
+    records = [next(steps) for _ in range(3)]
     steps.close()
-    assert counting.calls == 3  # the start record, then 3 tiles; nothing after the close
+    assert [(r.done, r.total) for r in records] == [(0, 25), (2, 25), (4, 25)]
+    assert (counting.calls, counting.tiles) == (2, 4)  # nothing after the close
+
+
+def test_batched_tiles_give_the_same_result_as_one_by_one(tiny_2d, monkeypatch):
+    image = np.random.default_rng(0).random((100, 90)).astype(np.float32)
+    batched = denoise(image, model=tiny_2d, tile_shape=32)
+    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 1)
+    np.testing.assert_allclose(batched, denoise(image, model=tiny_2d, tile_shape=32), atol=1e-5)
 
 
 def test_out_of_memory_halves_the_tile_and_gives_the_same_result(tiny_2d, monkeypatch):

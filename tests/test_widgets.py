@@ -7,6 +7,7 @@ import pytest
 from nibabel.testing import data_path
 from skimage import data
 
+import napari_adl_denoise._adl
 from napari_adl_denoise import add_noise, save_model
 from napari_adl_denoise._napari import denoise_widget as dw
 
@@ -91,7 +92,8 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
     assert meta["spatial_dims"] == 3 and meta["model"]["description"] == "tiny test model"
 
 
-def test_cancel_stops_the_job_and_adds_nothing(viewer, qtbot, tiny_2d, tmp_path):
+def test_cancel_stops_the_job_and_adds_nothing(viewer, qtbot, tiny_2d, tmp_path, monkeypatch):
+    monkeypatch.setattr(napari_adl_denoise._adl, "CPU_BATCH_VOXELS", 1)  # one tile per step
     path = save_model(tiny_2d, tmp_path / "tiny.safetensors")
     layer = viewer.add_image(np.random.default_rng(0).random((512, 512)).astype(np.float32), name="big")
     widget = add_widget(viewer, "Denoise")

@@ -21,7 +21,8 @@ _SAMPLE = 2**22
 
 @dataclass(frozen=True)
 class DenoiseProgress:
-    """One progress record, yielded after each tile (or each item for whole-image methods)."""
+    """One progress record, yielded after each forward pass over a tile (a batch of small tiles on
+    the CPU), or after each item for whole-image methods."""
 
     method: str
     item: int
@@ -88,7 +89,7 @@ def iter_denoise(
     """Denoise step by step: a generator yielding :class:`DenoiseProgress`, returning the result.
 
     Takes the same arguments as :func:`denoise`. Closing the generator (or stopping to iterate)
-    cancels the job at the next tile. The result is the generator's return value::
+    cancels the job at the next tile (or batch of small tiles). The result is the generator's return value::
 
         gen = iter_denoise(volume)
         try:

@@ -20,7 +20,7 @@ def start_job(
 
     Progress shows in napari's activity dock; ``on_result`` runs on the main thread with the
     return value; errors become notifications. ``worker.quit()`` stops the generator at its next
-    yield (one tile), and then ``on_result`` is not called.
+    yield (one tile, or a batch of small tiles), and then ``on_result`` is not called.
     """
 
     def work():
