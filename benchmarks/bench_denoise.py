@@ -1,10 +1,11 @@
 """Time and peak memory of ADL denoising: 2D 512x512 and 3D 128^3, by device and tile size.
 
-Each case runs in a fresh process so its peak memory is its own. Speed does not depend on the
-weights, so the paper's configurations are benchmarked untrained (filter_base 32; enhancer
-kernel 7 in 2D and 3 in 3D); the input is a real image (camera) or MRI volume with noise.
+Each case runs in a fresh process so its peak memory is its own. By default the bundled models
+(adl-2d-gray, adl-3d-gray) run; ``--paper`` benchmarks the paper's configurations instead,
+untrained (speed does not depend on the weights; filter_base 32, enhancer kernel 7 in 2D and 3
+in 3D). The input is a real image (camera) or MRI volume with noise.
 
-    python benchmarks/bench_denoise.py [--devices cpu cuda] [--output benchmarks/results.md]
+    python benchmarks/bench_denoise.py [--paper] [--devices cpu cuda] [--output benchmarks/results.md]
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import numpy as np, torch
 from napari_adl_denoise import denoise
 from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
 
-spatial_dims, tile, device = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+spatial_dims, tile, device, paper = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "paper"
 torch.manual_seed(0)
-net = EfficientUnet(EfficientUnetConfig(spatial_dims=spatial_dims)).eval()
+net = EfficientUnet(EfficientUnetConfig(spatial_dims=spatial_dims)).eval() if paper else None
 rng = np.random.default_rng(0)
 if spatial_dims == 2:
     from skimage import data
@@ -61,9 +62,12 @@ print(json.dumps({"seconds": seconds, "tiles": tiles[-1], "rss_mb": peak_rss / 1
 """
 
 
-def run_case(spatial_dims: int, tile: int, device: str) -> dict:
+def run_case(spatial_dims: int, tile: int, device: str, paper: bool) -> dict:
+    models = "paper" if paper else "bundled"
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(spatial_dims), str(tile), device], capture_output=True, text=True
+        [sys.executable, "-c", CHILD, str(spatial_dims), str(tile), device, models],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -76,13 +80,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=None, help="default: every device present")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--paper", action="store_true", help="the paper's configurations, untrained")
     parser.add_argument("--output", type=Path, help="also write the Markdown table here")
     args = parser.parse_args()
     devices = args.devices or available_devices()
 
     header = (
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}\n\n"
+        f"torch {torch.__version__}; "
+        f"{'paper configurations, untrained' if args.paper else 'bundled adl-2d-gray and adl-3d-gray'}\n\n"
         "| data | device | tile | tiles | time (s) | peak RSS (MB) | RSS growth (MB) | peak GPU (MB) |\n"
         "|---|---|---|---|---|---|---|---|"
     )
@@ -92,7 +98,7 @@ def main() -> None:
         spec = CASES[case]
         for device in devices:
             for tile in spec["tiles"]:
-                r = run_case(spec["spatial_dims"], tile, device)
+                r = run_case(spec["spatial_dims"], tile, device, args.paper)
                 if "error" in r:
                     line = f"| {case} | {device} | {tile} | | failed: {r['error']} | | | |"
                 else:

@@ -234,3 +234,17 @@ def test_context_menu_action_denoises_with_the_defaults(viewer, qtbot):
     denoise_layer(layer, viewer)
     qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=60_000)
     assert viewer.layers[1].name in ("noisy [nlm]", "noisy [adl]")
+
+
+def test_closed_compare_widget_no_longer_follows_the_viewer(viewer, qtbot):
+    volume = np.random.default_rng(0).random((5, 40, 50)).astype(np.float32)
+    noisy = viewer.add_image(volume, name="noisy")
+    widget = add_widget(viewer, "Compare")
+    widget.noisy.value = noisy
+    widget.update_button.native.click()
+    viewer.window.remove_dock_widget(widget.native)
+    qtbot.waitUntil(lambda: widget._closed, timeout=5_000)
+    viewer.dims.set_current_step(0, 3)  # must not reach the deleted plot
+    viewer.layers["profile line"].data = [np.array([[0, 0], [30, 40]])]
+    viewer.add_image(volume, name="another")
+    assert widget.ax_profile.lines[0].get_ydata().size == 50  # the profile drawn before closing

@@ -75,6 +75,8 @@ class CompareWidget(Container):
         self._worker = None  # the metrics job in flight; a newer request cancels it
         self._closed = False
         self.native.destroyed.connect(self._close)
+        # napari's close button takes the widget out of its dock (parent None) without deleting it
+        self.native_parent_changed.connect(lambda parent: parent is None and self._close())
 
         for widget in (self.reference, self.noisy, self.denoised, self.log_counts):
             widget.changed.connect(self.refresh)
@@ -182,7 +184,7 @@ class CompareWidget(Container):
         return np.linspace(0, world_length, count), values
 
     def update_profile(self, *_) -> None:
-        if self.noisy.value is None or not self._all():
+        if self._closed or self.noisy.value is None or not self._all():
             return
         ax = self.ax_profile
         ax.clear()
@@ -239,7 +241,11 @@ class CompareWidget(Container):
             self._fill(header, rows)
 
     def _close(self, *_) -> None:
+        """Stop following the viewer: the widget was closed."""
         self._closed = True
+        self._viewer.dims.events.current_step.disconnect(self.update_profile)
+        if self._line_layer is not None:
+            self._line_layer.events.data.disconnect(self.update_profile)
         if self._worker is not None:
             self._worker.quit()
 
