@@ -10,6 +10,7 @@ job's :class:`MethodContext` it returns a callable that denoises one item of sha
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +108,10 @@ def _sigma(item: np.ndarray, ctx: MethodContext) -> float:
 
     if ctx.options.get("sigma") is not None:
         return float(ctx.options["sigma"])
-    return float(np.mean([estimate_sigma(channel) for channel in item]))
+    with warnings.catch_warnings():
+        # Each channel is a single-channel spatial array; skimage guesses colour from a short last axis.
+        warnings.filterwarnings("ignore", message="image is size", category=UserWarning)
+        return float(np.mean([estimate_sigma(channel) for channel in item]))
 
 
 def _classical(denoise_one: Callable[[np.ndarray, float, MethodContext], np.ndarray]) -> Callable:
