@@ -137,6 +137,10 @@ class _Distributed:
         dist.all_gather_object(out, obj)
         return out
 
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
     def close(self) -> None:
         if self.owns_group:
             dist.destroy_process_group()
@@ -394,6 +398,7 @@ class _Trainer:
                     validation,
                     self.dist.rank,
                 )
+            self.dist.barrier()  # no rank tears the group down while another is still in it
         except GeneratorExit:
             # Stopped by the caller: keep the progress made since the last checkpoint.
             if self.dist.world == 1 and self.state.step > self.checkpointed_at:
