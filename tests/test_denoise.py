@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -101,7 +103,8 @@ class CountingModel(torch.nn.Module):
 
     def __init__(self, net, limit=None):
         super().__init__()
-        self.net, self.limit, self.calls, self.tiles, self.config = net, limit, 0, 0, net.config
+        self.net, self.limit, self.calls, self.tiles = copy.deepcopy(net), limit, 0, 0
+        self.config = net.config  # a copy: the runner makes the network channels-last
 
     def forward(self, x):
         self.calls += 1
@@ -211,6 +214,17 @@ def test_model_dimensionality_and_channels_must_match(tiny_2d, tiny_3d):
         denoise(np.random.default_rng(0).random((16, 16)), model=tiny_3d)
     with pytest.raises(ValueError, match="2D model"):
         denoise(np.random.default_rng(0).random((16, 16, 16)), model=tiny_2d)
+
+
+def test_the_callers_model_is_left_as_it_was(tiny_2d, tmp_path):
+    net = copy.deepcopy(tiny_2d).train()
+    loaded = adl.LoadedModel("mine", copy.deepcopy(tiny_2d).train(), tiny_2d.config)
+    image = np.random.default_rng(0).random((40, 40))
+    np.testing.assert_allclose(denoise(image, model=net), denoise(image, model=loaded), atol=1e-6)
+    for model in (net, loaded.model):
+        assert model.training
+        assert all(p.is_contiguous() for p in model.state_dict().values())
+    adl.save_model(net, tmp_path / "mine.safetensors")
 
 
 def test_adl_without_an_installed_model_refuses_clearly(monkeypatch, tmp_path):
