@@ -123,7 +123,33 @@ def test_an_inflated_2d_model_starts_3d_training_as_the_2d_model_slice_by_slice(
         torch.testing.assert_close(got[:, :, z], expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="does not fit"):
         inflate_weights(
-            tmp_path / "m2d.safetensors", EfficientUnet(config.model_copy(update={"filter_base": 8}))
+            tmp_path / "m2d.safetensors", EfficientUnet(config.model_copy(update={"filter_base": 12}))
+        )
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_a_widened_model_computes_what_the_narrow_one_did_and_can_grow_apart(spatial_dims, tmp_path):
+    config = EfficientUnetConfig(filter_base=8, enhancer_kernel=3, norm="none", output_activation="residual")
+    torch.manual_seed(0)
+    narrow = EfficientUnet(config).eval()
+    save_model(narrow, tmp_path / "narrow.safetensors", card={"name": "narrow"})
+    wide = EfficientUnet(config.model_copy(update={"filter_base": 16, "spatial_dims": spatial_dims})).eval()
+    wide.load_state_dict(inflate_weights(tmp_path / "narrow.safetensors", wide))
+    image = torch.rand(1, 1, 24, 40)
+    with torch.no_grad():
+        expected = narrow(image)
+        got = wide(image if spatial_dims == 2 else image.unsqueeze(2).expand(1, 1, 32, 24, 40).contiguous())
+    for z in range(1 if spatial_dims == 2 else 24):
+        torch.testing.assert_close(got if spatial_dims == 2 else got[:, :, z], expected, atol=1e-5, rtol=1e-4)
+    # The two copies of a channel read their inputs with different weights (symmetry broken).
+    reader = wide.backbone.enc2.body[0].weight
+    assert not torch.allclose(reader[:, 0::2], reader[:, 1::2])
+    batch_norm = EfficientUnet(config.model_copy(update={"norm": "batch"}))
+    save_model(batch_norm, tmp_path / "bn.safetensors", card={"name": "bn"})
+    with pytest.raises(ValueError, match="does not fit"):
+        inflate_weights(
+            tmp_path / "bn.safetensors",
+            EfficientUnet(config.model_copy(update={"filter_base": 16, "norm": "batch"})),
         )
 
 

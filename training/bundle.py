@@ -98,7 +98,13 @@ def markdown(name: str, card: dict) -> str:
     for sigma in SIGMAS:
         row = val[str(sigma)]
         lines.append(f"| {sigma} | {row['noisy_psnr']:.2f} | {row['psnr']:.2f} | {row['ssim']:.3f} |")
-    lines += ["", f"Reproduce: `{card['recipe']}`", ""]
+    lines += [
+        "",
+        f"Reproduce: `{card['recipe']}` to step {card['steps']}, in sessions with `--resume "
+        f'--max-minutes N` as needed (training/README.md, "Training log: {name}", lists each '
+        "session's length, threads and learning rate)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -128,7 +134,8 @@ def main() -> None:
         "training_images": training_images(loaded.card, args.data.resolve()),
         "validation_per_sigma": fp16 if use_half else fp32,
         "fp16_psnr_change_db": round(change, 4),
-        "recipe": args.recipe or f"adl-denoise train training/configs/{name}.yaml",
+        "recipe": args.recipe
+        or f"adl-denoise train training/configs/{loaded.card['training_config']['name']}.yaml",
     }
     if args.hardware:
         card["hardware"] = args.hardware

@@ -44,26 +44,41 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[str, torch.Tensor]:
-    """Weights for ``target`` from a saved model of the same shape, or from its 2D counterpart.
+    """Weights for ``target`` from a saved model of the same shape, its 2D counterpart, or a
+    model with half its ``filter_base``.
 
     A 2D model initialises a 3D one with the same channels, widths and kernels: each 2D filter
     becomes the centre depth slice of a 3D filter (zeros elsewhere) and each transposed filter is
     spread over depth taps (1/2, 1, 1/2), so the 3D network starts as the 2D network applied slice
     by slice, with features interpolated over depth below full resolution (I3D-style inflation).
 
+    A model with half the ``filter_base`` initialises a twice-wider one that computes the same
+    function (Net2Net widening, Chen et al. 2016): every feature channel is duplicated, and each
+    weight reading a duplicated channel is split between its two copies at a random ratio in
+    [0.25, 0.75], so the copies receive different gradients and can grow apart. (This needs a
+    network without normalisation, ``norm: none``.)
+
     Raises
     ------
     ValueError
-        The source model's configuration differs from the target's in more than ``spatial_dims``.
+        The source model's configuration differs from the target's in more than
+        ``spatial_dims``, or in ``filter_base`` by other than a factor of 2 (without norm).
     """
     loaded = load_model(source)
     src_cfg, dst_cfg = loaded.config, target.config
-    if src_cfg.model_copy(update={"spatial_dims": dst_cfg.spatial_dims}) != dst_cfg or (
-        src_cfg.spatial_dims,
-        dst_cfg.spatial_dims,
-    ) not in ((2, 2), (3, 3), (2, 3)):
+    widen = src_cfg.filter_base != dst_cfg.filter_base
+    same = src_cfg.model_copy(
+        update={"spatial_dims": dst_cfg.spatial_dims, "filter_base": dst_cfg.filter_base}
+    )
+    if (
+        same != dst_cfg
+        or (src_cfg.spatial_dims, dst_cfg.spatial_dims) not in ((2, 2), (3, 3), (2, 3))
+        or (widen and (dst_cfg.filter_base != 2 * src_cfg.filter_base or dst_cfg.norm != "none"))
+    ):
         raise ValueError(f"init model {loaded.name} does not fit this config's model: {src_cfg} vs {dst_cfg}")
     state = loaded.model.state_dict()
+    if widen:
+        state = _widen(state, target)
     if src_cfg.spatial_dims == dst_cfg.spatial_dims:
         return state
     for name, module in target.named_modules():
@@ -77,6 +92,30 @@ def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[st
             taps[depth // 2 - 1], taps[depth // 2 + 1] = 0.5, 0.5
         state[f"{name}.weight"] = weight.unsqueeze(2) * taps.view(1, 1, depth, 1, 1)
     return state
+
+
+def _widen(state: dict[str, torch.Tensor], target: EfficientUnet) -> dict[str, torch.Tensor]:
+    """Net2Net widening by 2 (see :func:`inflate_weights`); channel ``c`` becomes ``2c, 2c + 1``,
+    which keeps concatenated skip connections aligned."""
+    generator = torch.Generator().manual_seed(0)
+    modules, shapes = dict(target.named_modules()), {k: v.shape for k, v in target.state_dict().items()}
+    wide = {}
+    for key, weight in state.items():
+        weight = weight.float()
+        module = modules[key.rpartition(".")[0]]
+        # Conv weights are (out, in, ...); transposed conv weights are (in, out, ...).
+        transposed = isinstance(module, torch.nn.ConvTranspose2d | torch.nn.ConvTranspose3d)
+        in_dim, out_dim = (0, 1) if transposed else (1, 0)
+        if shapes[key][out_dim] == 2 * weight.shape[out_dim]:
+            weight = weight.repeat_interleave(2, dim=out_dim)
+        if shapes[key][in_dim] == 2 * weight.shape[in_dim]:
+            share = 0.25 + 0.5 * torch.rand(weight.shape, generator=generator)
+            share = torch.stack([share, 1 - share], dim=in_dim + 1).flatten(in_dim, in_dim + 1)
+            weight = weight.repeat_interleave(2, dim=in_dim) * share
+        if weight.shape[:2] != shapes[key][:2]:  # e.g. a head halving an odd width
+            raise ValueError(f"cannot widen {key} from {tuple(state[key].shape)} to {tuple(shapes[key])}")
+        wide[key] = weight
+    return wide
 
 
 @dataclass(frozen=True)
