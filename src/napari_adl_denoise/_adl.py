@@ -25,8 +25,8 @@ MIN_TILE = 16
 # Largest default tile edge by device and dimensionality. On the CPU, measured by
 # benchmarks/bench_denoise.py (benchmarks/results-cpu.md): 2D 512^2 whole is fastest, and in 3D
 # batched 32^3 tiles are almost as fast as the whole volume at a quarter of its memory (bundled
-# adl-3d-gray, 128^3: 10.5 s and 547 MB with 32^3 tiles, 21 s with 64^3, 9.7 s and 2.4 GB
-# whole; before channels-last). GPUs prefer large tiles; OOM halves them.
+# adl-3d-gray, 128^3: 7.0 s and 504 MB with 32^3 tiles, 17 s with 64^3, 6.9 s and 2.0 GB
+# whole). GPUs prefer large tiles; OOM halves them.
 DEFAULT_TILE_EDGE = {"cpu": {2: 512, 3: 32}, "mps": {2: 1024, 3: 64}, "cuda": {2: 1024, 3: 128}}
 # On the CPU, small tiles run in batches of about this many voxels. PyTorch's choice of its fast
 # oneDNN convolution is tuned for 2D and sends a single small 3D tile to a slow path; a batch
