@@ -103,8 +103,9 @@ class CountingModel(torch.nn.Module):
 
     def __init__(self, net, limit=None):
         super().__init__()
+        # A copy: the runner makes the network channels-last, and ``net`` is a shared fixture.
         self.net, self.limit, self.calls, self.tiles = copy.deepcopy(net), limit, 0, 0
-        self.config = net.config  # a copy: the runner makes the network channels-last
+        self.config = net.config
 
     def forward(self, x):
         self.calls += 1
