@@ -92,7 +92,10 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
     assert meta["spatial_dims"] == 3 and meta["model"]["description"] == "tiny test model"
 
 
-def test_cancel_stops_the_job_and_adds_nothing(viewer, qtbot, tiny_2d, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", ["Cancel", "closing the dock"])
+def test_cancel_or_closing_the_dock_stops_the_job_and_adds_nothing(
+    viewer, qtbot, tiny_2d, tmp_path, monkeypatch, stop
+):
     monkeypatch.setattr(napari_adl_denoise._adl, "CPU_BATCH_VOXELS", 1)  # one tile per step
     path = save_model(tiny_2d, tmp_path / "tiny.safetensors")
     layer = viewer.add_image(np.random.default_rng(0).random((512, 512)).astype(np.float32), name="big")
@@ -105,10 +108,31 @@ def test_cancel_stops_the_job_and_adds_nothing(viewer, qtbot, tiny_2d, tmp_path,
     widget.run_button.native.click()
     widget._worker.yielded.connect(seen.append)
     qtbot.waitUntil(lambda: len(seen) >= 3, timeout=30_000)
-    widget.cancel_button.native.click()
+    if stop == "Cancel":
+        widget.cancel_button.native.click()
+    else:
+        viewer.window.remove_dock_widget(widget.native)
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    qtbot.wait(200)  # a result delivered late would add its layer now
     assert len(viewer.layers) == 1 and seen[-1].fraction < 0.5
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_layer_choices_follow_renames_until_the_dock_closes(viewer):
+    def names(widget):
+        return [widget.image.native.itemText(i) for i in range(widget.image.native.count())]
+
+    first = viewer.add_image(np.zeros((8, 8)), name="first")
+    listeners = len(first.events.name.callbacks)
+    widget = add_widget(viewer, "Simulate noise")
+    first.name = "renamed"  # a layer that was there before the dock opened
+    second = viewer.add_image(np.zeros((8, 8)), name="second")
+    second.name = "second renamed"
+    assert names(widget) == ["renamed", "second renamed"]
+    viewer.window.remove_dock_widget(widget.native)
+    third = viewer.add_image(np.zeros((8, 8)), name="third")
+    # the closed dock stopped listening, to the layers it knew and to new ones
+    assert len(first.events.name.callbacks) == len(third.events.name.callbacks) == listeners
 
 
 def test_denoise_problems_become_notifications(viewer, qtbot, notifications, monkeypatch, tmp_path):

@@ -17,9 +17,37 @@ def layer_array(layer: Image) -> np.ndarray:
     return np.asarray(data)
 
 
-def watch_layers(viewer, widget) -> None:
-    """Refresh ``widget``'s layer choices whenever layers are added, removed or renamed."""
-    viewer.layers.events.inserted.connect(widget.reset_choices)
-    viewer.layers.events.removed.connect(widget.reset_choices)
-    viewer.layers.events.moved.connect(widget.reset_choices)
-    viewer.layers.events.inserted.connect(lambda event: event.value.events.name.connect(widget.reset_choices))
+def on_close(widget, callback) -> None:
+    """Call ``callback()`` once when the dock ``widget`` is closed: deleted, or taken out of its dock
+    (napari's close button sets the widget's parent to None without deleting it)."""
+    closed = False
+
+    def close(*_) -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            callback()
+
+    widget.native.destroyed.connect(close)
+    widget.native_parent_changed.connect(lambda parent: parent is None and close())
+
+
+def follow_renames(viewer, widget) -> None:
+    """Refresh ``widget``'s layer choices when a layer is renamed, until the widget is closed.
+
+    napari itself refreshes a dock widget's choices when layers are added, removed or reordered
+    (and on renames only since its LayerList gained a ``renamed`` event, in late 2025)."""
+
+    def follow(event) -> None:
+        event.value.events.name.connect(widget.reset_choices)
+
+    viewer.layers.events.inserted.connect(follow)
+    for layer in viewer.layers:
+        layer.events.name.connect(widget.reset_choices)
+
+    def stop() -> None:
+        viewer.layers.events.inserted.disconnect(follow)
+        for layer in viewer.layers:
+            layer.events.name.disconnect(widget.reset_choices)
+
+    on_close(widget, stop)

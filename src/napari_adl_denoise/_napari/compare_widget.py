@@ -20,7 +20,7 @@ from scipy.ndimage import map_coordinates
 
 from .. import metrics
 from ._jobs import copy_placement, start_job
-from ._layers import image_choices, layer_array, watch_layers
+from ._layers import follow_renames, image_choices, layer_array, on_close
 
 LINE_LAYER = "profile line"
 _HIST_SAMPLES = 1_000_000
@@ -74,9 +74,7 @@ class CompareWidget(Container):
         self._line_layer: Shapes | None = None
         self._worker = None  # the metrics job in flight; a newer request cancels it
         self._closed = False
-        self.native.destroyed.connect(self._close)
-        # napari's close button takes the widget out of its dock (parent None) without deleting it
-        self.native_parent_changed.connect(lambda parent: parent is None and self._close())
+        on_close(self, self._close)
 
         for widget in (self.reference, self.noisy, self.denoised, self.log_counts):
             widget.changed.connect(self.refresh)
@@ -87,7 +85,7 @@ class CompareWidget(Container):
         )
         self.export_table_button.changed.connect(lambda: self._ask_and_export(self.export_table, "*.csv"))
         viewer.dims.events.current_step.connect(self.update_profile)
-        watch_layers(viewer, self)
+        follow_renames(viewer, self)
 
     # -- which layers ------------------------------------------------------------------------------
     def _tests(self) -> list[Image]:
@@ -240,7 +238,7 @@ class CompareWidget(Container):
                 )
             self._fill(header, rows)
 
-    def _close(self, *_) -> None:
+    def _close(self) -> None:
         """Stop following the viewer: the widget was closed."""
         self._closed = True
         self._viewer.dims.events.current_step.disconnect(self.update_profile)

@@ -16,7 +16,7 @@ from ..methods import get_method, list_methods
 from ..models import EfficientUnetConfig
 from ..weights import list_models
 from ._jobs import copy_placement, start_job
-from ._layers import image_choices, layer_array, watch_layers
+from ._layers import follow_renames, image_choices, layer_array, on_close
 
 AUTO_MODEL = "bundled model for the data"
 MODEL_FILE = "model file..."
@@ -75,7 +75,8 @@ class DenoiseWidget(Container):
             widget.changed.connect(self._refresh)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        watch_layers(napari_viewer, self)
+        follow_renames(napari_viewer, self)
+        on_close(self, self.cancel)  # a closed dock leaves no job behind
         self._refresh()
 
     # -- state ---------------------------------------------------------------------------------
