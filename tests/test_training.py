@@ -19,6 +19,7 @@ from napari_adl_denoise import denoise, load_model
 from napari_adl_denoise.cli import main
 from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
 from napari_adl_denoise.training import TrainingConfig, inflate_weights, load_config, train
+from napari_adl_denoise.training.engine import OPPONENT
 from napari_adl_denoise.weights import save_model
 
 
@@ -151,6 +152,27 @@ def test_a_widened_model_computes_what_the_narrow_one_did_and_can_grow_apart(spa
             tmp_path / "bn.safetensors",
             EfficientUnet(config.model_copy(update={"filter_base": 16, "norm": "batch"})),
         )
+
+
+def test_a_gray_model_grows_into_an_rgb_one_that_denoises_in_opponent_colour_space(tmp_path):
+    config = EfficientUnetConfig(filter_base=8, enhancer_kernel=3, norm="none", output_activation="residual")
+    torch.manual_seed(0)
+    gray = EfficientUnet(config).eval()
+    save_model(gray, tmp_path / "gray.safetensors", card={"name": "gray"})
+    rgb_config = config.model_copy(update={"filter_base": 24, "in_channels": 3, "out_channels": 3})
+    rgb = EfficientUnet(rgb_config).eval()
+    rgb.load_state_dict(inflate_weights(tmp_path / "gray.safetensors", rgb))
+    image = torch.rand(2, 3, 24, 40)
+    with torch.no_grad():
+        got = rgb(image, multiscale=True)
+        opponent = torch.einsum("oc,nchw->nohw", OPPONENT, image).reshape(6, 1, 24, 40)
+        for scale, expected in zip(got, gray(opponent, multiscale=True), strict=True):
+            expected = torch.einsum("oc,nohw->nchw", OPPONENT, expected.reshape(2, 3, *expected.shape[2:]))
+            torch.testing.assert_close(scale, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(OPPONENT @ OPPONENT.T, torch.eye(3))
+    with pytest.raises(ValueError, match="does not fit"):  # colour needs three times the width
+        wrong = EfficientUnet(rgb_config.model_copy(update={"filter_base": 16}))
+        inflate_weights(tmp_path / "gray.safetensors", wrong)
 
 
 def test_training_can_start_from_saved_weights(images, tmp_path):

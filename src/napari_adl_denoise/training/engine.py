@@ -43,9 +43,15 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
+# Orthonormal opponent colour basis (luminance, red-blue, green-magenta), the space colour BM3D
+# denoises in: rows are the opponent channels in terms of R, G, B.
+OPPONENT = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]])
+OPPONENT = OPPONENT / OPPONENT.norm(dim=1, keepdim=True)
+
+
 def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[str, torch.Tensor]:
-    """Weights for ``target`` from a saved model of the same shape, its 2D counterpart, or a
-    model with half its ``filter_base``.
+    """Weights for ``target`` from a saved model of the same shape, its 2D counterpart, a model
+    with half its ``filter_base``, or a grayscale model with a third of it (for an RGB target).
 
     A 2D model initialises a 3D one with the same channels, widths and kernels: each 2D filter
     becomes the centre depth slice of a 3D filter (zeros elsewhere) and each transposed filter is
@@ -55,30 +61,47 @@ def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[st
     A model with half the ``filter_base`` initialises a twice-wider one that computes the same
     function (Net2Net widening, Chen et al. 2016): every feature channel is duplicated, and each
     weight reading a duplicated channel is split between its two copies at a random ratio in
-    [0.25, 0.75], so the copies receive different gradients and can grow apart. (This needs a
-    network without normalisation, ``norm: none``.)
+    [0.25, 0.75], so the copies receive different gradients and can grow apart.
+
+    A grayscale model with a third of the ``filter_base`` initialises an RGB one as three copies
+    of itself, one per channel of the orthonormal opponent colour space (:data:`OPPONENT`): the
+    image-reading filters project R, G, B onto the copy's opponent channel, the copies do not read
+    each other (zero weights, free to train), and the output layers map the three noise estimates
+    back to RGB.
+
+    Widening needs a network without normalisation (``norm: none``).
 
     Raises
     ------
     ValueError
-        The source model's configuration differs from the target's in more than
-        ``spatial_dims``, or in ``filter_base`` by other than a factor of 2 (without norm).
+        The source model's configuration differs from the target's in anything else.
     """
     loaded = load_model(source)
     src_cfg, dst_cfg = loaded.config, target.config
-    widen = src_cfg.filter_base != dst_cfg.filter_base
+    colour = (src_cfg.in_channels, src_cfg.out_channels, dst_cfg.in_channels, dst_cfg.out_channels) == (
+        1,
+        1,
+        3,
+        3,
+    )
+    factor = dst_cfg.filter_base / src_cfg.filter_base
     same = src_cfg.model_copy(
-        update={"spatial_dims": dst_cfg.spatial_dims, "filter_base": dst_cfg.filter_base}
+        update={
+            "spatial_dims": dst_cfg.spatial_dims,
+            "filter_base": dst_cfg.filter_base,
+            **({"in_channels": 3, "out_channels": 3} if colour else {}),
+        }
     )
     if (
         same != dst_cfg
         or (src_cfg.spatial_dims, dst_cfg.spatial_dims) not in ((2, 2), (3, 3), (2, 3))
-        or (widen and (dst_cfg.filter_base != 2 * src_cfg.filter_base or dst_cfg.norm != "none"))
+        or factor not in ((3,) if colour else (1, 2))
+        or (factor != 1 and dst_cfg.norm != "none")
     ):
         raise ValueError(f"init model {loaded.name} does not fit this config's model: {src_cfg} vs {dst_cfg}")
     state = loaded.model.state_dict()
-    if widen:
-        state = _widen(state, target)
+    if factor != 1:
+        state = _widen(state, target, int(factor), colour)
     if src_cfg.spatial_dims == dst_cfg.spatial_dims:
         return state
     for name, module in target.named_modules():
@@ -94,28 +117,66 @@ def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[st
     return state
 
 
-def _widen(state: dict[str, torch.Tensor], target: EfficientUnet) -> dict[str, torch.Tensor]:
-    """Net2Net widening by 2 (see :func:`inflate_weights`); channel ``c`` becomes ``2c, 2c + 1``,
-    which keeps concatenated skip connections aligned."""
+def _widen(
+    state: dict[str, torch.Tensor], target: EfficientUnet, factor: int, colour: bool
+) -> dict[str, torch.Tensor]:
+    """Widen every feature channel ``c`` into ``factor`` copies ``factor * c + g`` (which keeps
+    concatenated skip connections aligned); see :func:`inflate_weights`."""
     generator = torch.Generator().manual_seed(0)
     modules, shapes = dict(target.named_modules()), {k: v.shape for k, v in target.state_dict().items()}
+    image_readers = _image_readers(target)
     wide = {}
     for key, weight in state.items():
         weight = weight.float()
-        module = modules[key.rpartition(".")[0]]
+        name = key.rpartition(".")[0]
         # Conv weights are (out, in, ...); transposed conv weights are (in, out, ...).
-        transposed = isinstance(module, torch.nn.ConvTranspose2d | torch.nn.ConvTranspose3d)
+        transposed = isinstance(modules[name], torch.nn.ConvTranspose2d | torch.nn.ConvTranspose3d)
         in_dim, out_dim = (0, 1) if transposed else (1, 0)
-        if shapes[key][out_dim] == 2 * weight.shape[out_dim]:
-            weight = weight.repeat_interleave(2, dim=out_dim)
-        if shapes[key][in_dim] == 2 * weight.shape[in_dim]:
-            share = 0.25 + 0.5 * torch.rand(weight.shape, generator=generator)
-            share = torch.stack([share, 1 - share], dim=in_dim + 1).flatten(in_dim, in_dim + 1)
-            weight = weight.repeat_interleave(2, dim=in_dim) * share
+        expand = [1] * weight.ndim
+        if colour and name.endswith("to_image"):  # opponent noise estimates -> RGB
+            weight = weight.repeat_interleave(factor, dim=in_dim)
+            expand[out_dim], expand[in_dim] = 3, -1
+            weight = weight * OPPONENT.T.repeat(1, weight.shape[in_dim] // 3).view(expand)
+        elif colour and name in image_readers:  # RGB -> the copies' opponent channels
+            weight = weight.repeat_interleave(factor, dim=out_dim)
+            expand[out_dim], expand[in_dim] = -1, 3
+            weight = weight * OPPONENT.repeat(weight.shape[out_dim] // 3, 1).view(expand)
+        else:
+            if shapes[key][out_dim] == factor * weight.shape[out_dim]:
+                weight = weight.repeat_interleave(factor, dim=out_dim)
+            if shapes[key][in_dim] == factor * weight.shape[in_dim] and colour:  # copy g reads copy g only
+                weight = weight.repeat_interleave(factor, dim=in_dim)
+                copy_out = torch.arange(weight.shape[out_dim]) % factor
+                copy_in = torch.arange(weight.shape[in_dim]) % factor
+                expand[out_dim], expand[in_dim] = weight.shape[out_dim], weight.shape[in_dim]
+                mask = copy_out[:, None] == copy_in[None, :]
+                weight = weight * (mask.T if transposed else mask).view(expand)
+            elif shapes[key][in_dim] == factor * weight.shape[in_dim]:  # readers split at random ratios
+                share = 0.25 + 0.5 * torch.rand(weight.shape, generator=generator)
+                share = torch.stack([share, 1 - share], dim=in_dim + 1).flatten(in_dim, in_dim + 1)
+                weight = weight.repeat_interleave(factor, dim=in_dim) * share
         if weight.shape[:2] != shapes[key][:2]:  # e.g. a head halving an odd width
             raise ValueError(f"cannot widen {key} from {tuple(state[key].shape)} to {tuple(shapes[key])}")
         wide[key] = weight
     return wide
+
+
+def _image_readers(model: EfficientUnet) -> set[str]:
+    """Names of the convolutions that read the network's input image itself."""
+    readers: set[str] = set()
+    image = torch.zeros(1, model.config.in_channels, *[8] * model.config.spatial_dims)
+    hooks = [
+        module.register_forward_pre_hook(
+            lambda _, args, name=name: readers.add(name) if args[0] is image else None
+        )
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Conv3d)
+    ]
+    with torch.no_grad():
+        model(image)
+    for hook in hooks:
+        hook.remove()
+    return readers
 
 
 @dataclass(frozen=True)
