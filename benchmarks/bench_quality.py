@@ -5,7 +5,7 @@ images of ``training/data`` (never used for training; ``python training/assemble
 writes them): PSNR and SSIM of the noisy input, non-local means (scikit-image), BM3D (2D) or
 BM4D (3D) given the true sigma (``pip install -e ".[baselines]"``; skipped when missing) and
 every bundled model (blind), with seconds and peak memory per image. ``--speed`` adds the
-timing on a 512x512 image and a 128^3 volume. Each method runs in a fresh process so its
+timing on 512x512 gray and RGB images and a 128^3 volume. Each method runs in a fresh process so its
 peak memory is its own. Prints a Markdown report and writes it to ``--output``.
 
     python benchmarks/bench_quality.py --speed --output benchmarks/quality-cpu.md
@@ -64,7 +64,7 @@ def child(spec: dict) -> dict:
     kw = {"channel_axis": -1} if spec["channels"] == 3 else {}
     kw["spatial_dims"] = spec["spatial_dims"]
     if spec["images"] == "speed":
-        images = [(spec["speed_name"], _speed_image(spec["spatial_dims"]))]
+        images = [(spec["speed_name"], _speed_image(spec["spatial_dims"], spec["channels"]))]
     else:
         images = _images(Path(spec["images"]))
     warm = images[0][1][(slice(0, 32),) * spec["spatial_dims"]]
@@ -85,8 +85,13 @@ def child(spec: dict) -> dict:
     return {"rows": rows, "peak_mb": max(peak - base, 0) / 1024, "images": [n for n, _ in images]}
 
 
-def _speed_image(spatial_dims: int) -> np.ndarray:
-    """A real 512x512 image (PyWavelets' aero, held out) or a 128^3 crop of the MNI152 T1."""
+def _speed_image(spatial_dims: int, channels: int) -> np.ndarray:
+    """A real 512x512 image (PyWavelets' aero, held out; in colour scikit-image's astronaut) or a
+    128^3 crop of the MNI152 T1."""
+    if spatial_dims == 2 and channels == 3:
+        from skimage import data
+
+        return data.astronaut().astype(np.float32)
     if spatial_dims == 2:
         import pywt
 
@@ -171,7 +176,9 @@ def main() -> None:
     parser.add_argument("--sigmas", nargs="*", type=int, default=list(SIGMAS))
     parser.add_argument("--model", action="append", default=[], help="also evaluate this model file")
     parser.add_argument("--skip", nargs="*", default=[], help="methods to leave out, e.g. bm4d")
-    parser.add_argument("--speed", action="store_true", help="add timings on 512x512 and 128^3")
+    parser.add_argument(
+        "--speed", action="store_true", help="add timings on 512x512 (gray and RGB) and 128^3"
+    )
     parser.add_argument("--output", type=Path, help="write the report here (Markdown)")
     args = parser.parse_args()
     if args.child:
@@ -215,7 +222,11 @@ def main() -> None:
             "| data | method | seconds | peak MB |",
             "|---|---|---|---|",
         ]
-        for name, speed_name in (("2D gray", "aero 512x512"), ("3D", "MNI152 T1 128^3 crop")):
+        for name, speed_name in (
+            ("2D gray", "aero 512x512"),
+            ("2D RGB", "astronaut 512x512 RGB"),
+            ("3D", "MNI152 T1 128^3 crop"),
+        ):
             if name not in args.sets:
                 continue
             info = SETS[name]

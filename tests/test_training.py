@@ -171,8 +171,14 @@ def test_a_gray_model_grows_into_an_rgb_one_that_denoises_in_opponent_colour_spa
             torch.testing.assert_close(scale, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(OPPONENT @ OPPONENT.T, torch.eye(3))
     with pytest.raises(ValueError, match="does not fit"):  # colour needs three times the width
-        wrong = EfficientUnet(rgb_config.model_copy(update={"filter_base": 16}))
-        inflate_weights(tmp_path / "gray.safetensors", wrong)
+        inflate_weights(
+            tmp_path / "gray.safetensors", EfficientUnet(rgb_config.model_copy(update={"filter_base": 16}))
+        )
+    narrow = save_model(
+        EfficientUnet(config.model_copy(update={"filter_base": 4})), tmp_path / "b4.safetensors"
+    )
+    with pytest.raises(ValueError, match="does not fit.*cannot widen"):  # a head halves an odd width
+        inflate_weights(narrow, EfficientUnet(rgb_config.model_copy(update={"filter_base": 12})))
 
 
 def test_training_can_start_from_saved_weights(images, tmp_path):

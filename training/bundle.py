@@ -85,8 +85,9 @@ def markdown(name: str, card: dict) -> str:
     ]
     if card["training_config"].get("init"):
         lines.append(
-            f"- Started from `{card['training_config']['init']}` (see its card; a 2D model is inflated "
-            "to 3D), so its training images and time come on top of these"
+            f"- Started from `{card['training_config']['init']}` (see its card), grown into this network "
+            "by `inflate_weights` (2D to 3D, wider, or gray to RGB in opponent colour space), so its "
+            "training images and time come on top of these"
         )
     lines += [
         "",

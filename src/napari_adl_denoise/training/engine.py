@@ -101,7 +101,10 @@ def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[st
         raise ValueError(f"init model {loaded.name} does not fit this config's model: {src_cfg} vs {dst_cfg}")
     state = loaded.model.state_dict()
     if factor != 1:
-        state = _widen(state, target, int(factor), colour)
+        try:
+            state = _widen(state, target, int(factor), colour)
+        except ValueError as exc:  # e.g. a head halving an odd width
+            raise ValueError(f"init model {loaded.name} does not fit this config's model: {exc}") from None
     if src_cfg.spatial_dims == dst_cfg.spatial_dims:
         return state
     for name, module in target.named_modules():
@@ -155,7 +158,7 @@ def _widen(
                 share = 0.25 + 0.5 * torch.rand(weight.shape, generator=generator)
                 share = torch.stack([share, 1 - share], dim=in_dim + 1).flatten(in_dim, in_dim + 1)
                 weight = weight.repeat_interleave(factor, dim=in_dim) * share
-        if weight.shape[:2] != shapes[key][:2]:  # e.g. a head halving an odd width
+        if weight.shape[:2] != shapes[key][:2]:
             raise ValueError(f"cannot widen {key} from {tuple(state[key].shape)} to {tuple(shapes[key])}")
         wide[key] = weight
     return wide
