@@ -11,6 +11,7 @@ import pytest
 
 from napari_adl_denoise.models import EfficientUnet
 from napari_adl_denoise.training import inflate_weights, load_config
+from napari_adl_denoise.weights import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,11 +47,14 @@ def test_recipe_configs_are_valid_and_follow_the_paper(name):
         assert config.model.enhancer_kernel == 3
 
 
-@pytest.mark.parametrize("name", ["adl-2d-gray", "adl-2d-rgb", "adl-3d-gray"])
-def test_bundled_recipes_are_the_compute_efficient_choice(name):
+CPU_RECIPES = sorted(p.stem for p in (ROOT / "training" / "configs").glob("adl-*.yaml"))
+
+
+@pytest.mark.parametrize("name", CPU_RECIPES)
+def test_cpu_recipes_are_the_compute_efficient_choice(name):
     config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
     assert config.name == name
-    assert (config.model.filter_base, config.model.enhancer_kernel) == (8, 3)
+    assert config.model.filter_base in (8, 16, 24) and config.model.enhancer_kernel == 3
     assert config.model.norm == "none" and config.model.output_activation == "residual"
     assert config.noise[0].kind == "gaussian" and config.noise[0].sigma == (0, 55)
     assert config.model.in_channels == (3 if "rgb" in name else 1)
@@ -59,3 +63,10 @@ def test_bundled_recipes_are_the_compute_efficient_choice(name):
         assert {n.kind for n in config.noise} == {"gaussian", "rician", "rayleigh"}
     if config.init:  # the model it starts from is bundled and fits
         inflate_weights(config.init, EfficientUnet(config.model))
+
+
+@pytest.mark.parametrize("model", list_models(), ids=lambda m: m.name)
+def test_each_bundled_model_names_the_recipe_that_trained_it(model):
+    config = load_config(ROOT / "training" / "configs" / f"{model.card['training_config']['name']}.yaml")
+    assert config.model == model.config
+    assert model.card["recipe"].endswith(f"training/configs/{config.name}.yaml")
