@@ -76,7 +76,7 @@ class DenoiseWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         follow_renames(napari_viewer, self)
-        on_close(self, self.cancel)  # a closed dock leaves no job behind
+        on_close(self, self._quit_job)  # a closed dock leaves no job behind
         self._refresh()
 
     # -- state ---------------------------------------------------------------------------------
@@ -174,8 +174,12 @@ class DenoiseWidget(Container):
 
     def cancel(self) -> None:
         if self._worker is not None:
-            self._worker.quit()
+            self._quit_job()
             self.status.value = "cancelled"
+
+    def _quit_job(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
 
     def _finished(self) -> None:
         self._worker = None
