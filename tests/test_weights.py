@@ -53,6 +53,8 @@ def test_metadata_has_config_and_card(tiny_2d, tmp_path):
     assert metadata["format"] == "napari-adl-denoise/1"
     assert json.loads(metadata["config"])["filter_base"] == 4
     assert json.loads(metadata["card"])["noise"] == "gaussian"
+    info = adl.model_info(path)  # metadata only, no weights loaded
+    assert (info.name, info.config, info.card["noise"]) == ("m", tiny_2d.config, "gaussian")
 
 
 def test_a_pickle_file_is_refused_and_never_executed(tmp_path):
@@ -97,8 +99,9 @@ def test_damaged_or_mismatched_files_give_one_line_errors(damage, tiny_2d, tmp_p
 def test_missing_file_and_unknown_name(bundled, tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         load_model(tmp_path / "absent.safetensors")
-    with pytest.raises(ModelFileError, match="unknown model 'adl-9d'; bundled models: none installed"):
-        load_model("adl-9d")
+    for read in (load_model, adl.model_info):
+        with pytest.raises(ModelFileError, match="unknown model 'adl-9d'; bundled models: none installed"):
+            read("adl-9d")
 
 
 def test_save_is_atomic(tiny_2d, tmp_path, monkeypatch):

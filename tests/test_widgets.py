@@ -8,7 +8,7 @@ from nibabel.testing import data_path
 from skimage import data
 
 import napari_adl_denoise._adl
-from napari_adl_denoise import add_noise, save_model
+from napari_adl_denoise import add_noise, list_models, save_model
 from napari_adl_denoise._napari import denoise_widget as dw
 
 pytestmark = pytest.mark.gui
@@ -84,12 +84,27 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
     widget.model.value = dw.MODEL_FILE
     widget.model_file.value = path
     widget.tile.value = 16
-    assert "GiB per tile of 16 x 16 x 16" in widget.memory.value
+    assert f"GiB per tile of 16 x 16 x 16 (tiny3d, b = {tiny_3d.config.filter_base})" in widget.memory.value
+    widget.mode.value = dw.SLICES
+    assert widget.memory.value == "tiny3d is a 3D model; the data is denoised in 2D"
+    widget.mode.value = dw.VOLUME
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
     out = viewer.layers["vol [adl]"]
     assert out.data.shape == volume.shape
     meta = out.metadata["napari_adl_denoise"]
     assert meta["spatial_dims"] == 3 and meta["model"]["description"] == "tiny test model"
+
+
+def test_the_memory_estimate_is_for_the_model_that_will_run(viewer):
+    """The bundled model for the data differs between gray and RGB: the estimate follows it."""
+    widths = {m.name: m.config.filter_base for m in list_models()}
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = noisy_image(viewer)
+    assert widget.memory.value.endswith(f"(adl-2d-gray, b = {widths['adl-2d-gray']})")
+    widget.image.value = viewer.add_image(data.astronaut()[:64, :96], name="rgb")
+    assert widget.memory.value.endswith(f"(adl-2d-rgb, b = {widths['adl-2d-rgb']})")
+    widget.model.value = dw.MODEL_FILE  # none chosen yet: nothing to estimate
+    assert widget.memory.value == ""
 
 
 @pytest.mark.parametrize("stop", ["Cancel", "closing the dock"])

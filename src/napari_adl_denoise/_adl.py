@@ -17,7 +17,7 @@ from ._device import autocast, resolve_device
 from ._tiling import axis_starts, iter_tiles, round_up
 from .methods import MethodContext
 from .models import EfficientUnet, EfficientUnetConfig
-from .weights import LoadedModel, list_models, load_model
+from .weights import LoadedModel, ModelInfo, list_models, load_model
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def default_method(spatial_dims: int, channels: int) -> str:
     return "adl" if fits else "nlm"
 
 
-def default_model(spatial_dims: int, channels: int) -> LoadedModel:
-    """The bundled model for this kind of data (RGB for 3 channels, else gray)."""
+def default_model_info(spatial_dims: int, channels: int) -> ModelInfo:
+    """The bundled model for this kind of data (RGB for 3 channels, else gray), unloaded."""
     wanted = 3 if channels == 3 else 1
     candidates = [
         m for m in list_models() if m.config.spatial_dims == spatial_dims and m.config.in_channels == wanted
@@ -73,13 +73,13 @@ def default_model(spatial_dims: int, channels: int) -> LoadedModel:
             "(model= or --model; see `adl-denoise models`) or choose a classical method"
         )
     candidates.sort(key=lambda m: not m.card.get("default", False))
-    return load_model(candidates[0].path)
+    return candidates[0]
 
 
 def as_loaded_model(model: object, spatial_dims: int, channels: int) -> LoadedModel:
     """Accept ``None`` (bundled default), a name or path, a LoadedModel or an EfficientUnet."""
     if model is None:
-        loaded = default_model(spatial_dims, channels)
+        loaded = load_model(default_model_info(spatial_dims, channels).path)
     # The caller's network is copied: the runner switches it to eval mode, another device and
     # channels-last, which would surprise them (safetensors refuses to save a channels-last one).
     elif isinstance(model, LoadedModel):

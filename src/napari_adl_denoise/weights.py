@@ -136,12 +136,20 @@ def list_models() -> list[ModelInfo]:
     list of ModelInfo
         Empty when no pretrained model is installed.
     """
-    folder = bundled_dir()
-    infos = []
-    for path in sorted(folder.glob("*.safetensors")):
-        config, card = _read_metadata(path)
-        infos.append(ModelInfo(path.name.removesuffix(".safetensors"), path, config, card))
-    return infos
+    return [model_info(path) for path in sorted(bundled_dir().glob("*.safetensors"))]
+
+
+def model_info(name_or_path: str | os.PathLike) -> ModelInfo:
+    """What a bundled name or a ``.safetensors`` path holds, read from its metadata only.
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, not a safetensors file or not one of ours (one-line message).
+    """
+    path = _resolve(name_or_path)
+    config, card = _read_metadata(path)
+    return ModelInfo(path.name.removesuffix(".safetensors"), path, config, card)
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
@@ -168,8 +176,8 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
         The file is missing, not a safetensors file, not one of ours, or its tensors do not
         match its config (one-line message).
     """
-    path = _resolve(name_or_path)
-    config, card = _read_metadata(path)
+    info = model_info(name_or_path)
+    path, config = info.path, info.config
     model = EfficientUnet(config)
     expected = model.state_dict()
     try:
@@ -195,4 +203,4 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
         raise ModelFileError(f"{path} contains NaN or infinite weights")
     model.load_state_dict({k: t.to(expected[k].dtype) for k, t in tensors.items()})
     model.eval()
-    return LoadedModel(path.name.removesuffix(".safetensors"), model, config, card, path)
+    return LoadedModel(info.name, model, config, info.card, path)

@@ -8,13 +8,12 @@ from typing import Any
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
-from .._adl import _tile_shape, as_loaded_model, estimate_memory
+from .._adl import NoModelError, _tile_shape, as_loaded_model, default_model_info, estimate_memory
 from .._device import available_devices, resolve_device
 from .._tiling import round_up
 from ..inference import iter_denoise
 from ..methods import get_method, list_methods
-from ..models import EfficientUnetConfig
-from ..weights import list_models
+from ..weights import list_models, model_info
 from ._jobs import copy_placement, start_job
 from ._layers import follow_renames, image_choices, layer_array, on_close
 
@@ -107,20 +106,25 @@ class DenoiseWidget(Container):
 
     def _memory_text(self) -> str:
         layer = self.image.value
-        if layer is None:
+        model = self._model_arg()
+        if layer is None or model == "":
             return ""
         sd = self._layout_args()["spatial_dims"]
-        config = next((m.config for m in list_models() if m.name == self.model.value), None)
-        config = config or EfficientUnetConfig(spatial_dims=sd)
         shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
         padded = tuple(round_up(s) for s in shape[-sd:])
         try:
+            info = default_model_info(sd, 3 if layer.rgb else 1) if model is None else model_info(model)
             device = resolve_device(self.device.value)
             tile = _tile_shape(self.tile.value or None, padded, device, self.overlap.value)
-        except ValueError as exc:
+        except ValueError as exc:  # NoModelError is a LookupError: the run reports it
             return str(exc)
-        gib = estimate_memory(config, tile) / 2**30
-        return f"~{gib:.1f} GiB per tile of {' x '.join(map(str, tile))} (b = {config.filter_base})"
+        except NoModelError:
+            return ""
+        if info.config.spatial_dims != sd:
+            return f"{info.name} is a {info.config.spatial_dims}D model; the data is denoised in {sd}D"
+        gib = estimate_memory(info.config, tile) / 2**30
+        tiles = " x ".join(map(str, tile))
+        return f"~{gib:.1f} GiB per tile of {tiles} ({info.name}, b = {info.config.filter_base})"
 
     # -- actions -------------------------------------------------------------------------------
     def run(self) -> None:
