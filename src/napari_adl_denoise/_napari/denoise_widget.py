@@ -28,6 +28,7 @@ class DenoiseWidget(Container):
     def __init__(self, napari_viewer) -> None:
         self._viewer = napari_viewer
         self._worker = None
+        self._closed = False
         self.image = ComboBox(label="Image", choices=lambda _: image_choices(napari_viewer), nullable=False)
         methods = [m for m in list_methods() if get_method(m).available]
         self.method = ComboBox(label="Method", choices=methods, value="adl")
@@ -75,7 +76,7 @@ class DenoiseWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         follow_renames(napari_viewer, self)
-        on_close(self, self._quit_job)  # a closed dock leaves no job behind
+        on_close(self, self._close)
         self._refresh()
 
     # -- state ---------------------------------------------------------------------------------
@@ -178,13 +179,16 @@ class DenoiseWidget(Container):
 
     def cancel(self) -> None:
         if self._worker is not None:
-            self._quit_job()
+            self._worker.quit()
             self.status.value = "cancelled"
 
-    def _quit_job(self) -> None:
+    def _close(self) -> None:
+        """A closed dock leaves no job behind (and closing the viewer deletes its buttons)."""
+        self._closed = True
         if self._worker is not None:
             self._worker.quit()
 
     def _finished(self) -> None:
         self._worker = None
-        self.run_button.enabled, self.cancel_button.enabled = True, False
+        if not self._closed:
+            self.run_button.enabled, self.cancel_button.enabled = True, False
