@@ -76,8 +76,25 @@ def compare(viewer) -> None:
     shot(viewer, "compare.png")
 
 
+def fine_tune(viewer) -> None:
+    import tempfile
+
+    clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
+    noisy.visible = False
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget.images.value = [clean]
+    widget.noise.value = "speckle"
+    widget.sigma_max.value = 40
+    widget.steps.value = 60
+    with tempfile.TemporaryDirectory() as folder:
+        widget.output.value = Path(folder) / "my-microscope.safetensors"
+        widget.run_button.native.click()
+        wait(lambda: widget._worker is None)
+    shot(viewer, "fine-tune.png")
+
+
 def main() -> None:
-    for make in (denoise, simulate, compare):
+    for make in (denoise, simulate, compare, fine_tune):
         viewer = napari.Viewer(show=True)
         make(viewer)
         viewer.close()

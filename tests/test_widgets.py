@@ -8,8 +8,8 @@ from nibabel.testing import data_path
 from skimage import data
 
 import napari_adl_denoise._adl
-from napari_adl_denoise import add_noise, list_models, save_model
-from napari_adl_denoise._napari import denoise_widget as dw
+from napari_adl_denoise import add_noise, list_models, model_info, save_model
+from napari_adl_denoise._napari import _layers as ui
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-adl-denoise"
@@ -81,13 +81,13 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
     widget.image.value = layer
     widget.method.value = "adl"
     assert shown(widget.mode, widget) and shown(widget.model, widget)
-    widget.model.value = dw.MODEL_FILE
+    widget.model.value = ui.MODEL_FILE
     widget.model_file.value = path
     widget.tile.value = 16
     assert f"GiB per tile of 16 x 16 x 16 (tiny3d, b = {tiny_3d.config.filter_base})" in widget.memory.value
-    widget.mode.value = dw.SLICES
+    widget.mode.value = ui.SLICES
     assert widget.memory.value == "tiny3d is a 3D model; the data is denoised in 2D"
-    widget.mode.value = dw.VOLUME
+    widget.mode.value = ui.VOLUME
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
     out = viewer.layers["vol [adl]"]
     assert out.data.shape == volume.shape
@@ -103,7 +103,7 @@ def test_the_memory_estimate_is_for_the_model_that_will_run(viewer):
     assert widget.memory.value.endswith(f"(adl-2d-gray, b = {widths['adl-2d-gray']})")
     widget.image.value = viewer.add_image(data.astronaut()[:64, :96], name="rgb")
     assert widget.memory.value.endswith(f"(adl-2d-rgb, b = {widths['adl-2d-rgb']})")
-    widget.model.value = dw.MODEL_FILE  # none chosen yet: nothing to estimate
+    widget.model.value = ui.MODEL_FILE  # none chosen yet: nothing to estimate
     assert widget.memory.value == ""
 
 
@@ -116,7 +116,7 @@ def test_cancel_or_closing_the_dock_or_viewer_stops_the_job_and_adds_nothing(
     layer = viewer.add_image(np.random.default_rng(0).random((512, 512)).astype(np.float32), name="big")
     widget = add_widget(viewer, "Denoise")
     widget.image.value = layer
-    widget.model.value = dw.MODEL_FILE
+    widget.model.value = ui.MODEL_FILE
     widget.model_file.value = path
     widget.tile.value = 16  # ~1,000 tiles: plenty of yields to cancel between
     seen = []
@@ -165,7 +165,7 @@ def test_denoise_problems_become_notifications(viewer, qtbot, notifications, mon
     noisy_image(viewer)
     widget.reset_choices()
     widget.method.value = "adl"
-    widget.model.value = dw.AUTO_MODEL
+    widget.model.value = ui.AUTO_MODEL
     click_and_wait(
         qtbot, widget, widget.run_button, lambda: any("no ADL model" in str(n.message) for n in notifications)
     )
@@ -292,3 +292,52 @@ def test_closed_compare_widget_no_longer_follows_the_viewer(viewer, qtbot):
     viewer.layers["profile line"].data = [np.array([[0, 0], [30, 40]])]
     viewer.add_image(volume, name="another")
     assert widget.ax_profile.lines[0].get_ydata().size == 50  # the profile drawn before closing
+
+
+def test_fine_tune_widget_saves_a_model_the_denoise_dock_then_uses(viewer, qtbot, tmp_path):
+    layer = viewer.add_image(data.moon()[:128, :160].astype(np.float32), name="moon")
+    before = layer.data.copy()
+    widget = add_widget(viewer, "Fine-tune")
+    assert not shown(widget.mode, widget) and not shown(widget.sigma_max, widget)
+    widget.images.value = [layer]
+    widget.noise.value = "speckle"
+    assert shown(widget.sigma_max, widget)
+    widget.steps.value = 4
+    path = tmp_path / "moon.safetensors"
+    widget.output.value = path
+    click_and_wait(qtbot, widget, widget.run_button, lambda: "saved moon.safetensors" in widget.status.value)
+    assert "best validation PSNR" in widget.status.value and "(start " in widget.status.value
+    np.testing.assert_array_equal(layer.data, before)
+    card = model_info(path).card
+    assert card["base_model"] == "adl-2d-gray" and card["noise"][0]["kind"] == "speckle"
+    denoise = add_widget(viewer, "Denoise")
+    denoise.image.value = layer
+    denoise.model.value = ui.MODEL_FILE
+    denoise.model_file.value = path
+    click_and_wait(qtbot, denoise, denoise.run_button, lambda: len(viewer.layers) == 2)
+    assert viewer.layers[1].metadata["napari_adl_denoise"]["model"]["base_model"] == "adl-2d-gray"
+
+
+def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(viewer, qtbot, notifications, tmp_path):
+    widget = add_widget(viewer, "Fine-tune")
+    widget.run_button.native.click()
+    assert any("choose one or more clean image layers" in str(n.message) for n in notifications)
+    gray = viewer.add_image(data.camera()[:96, :96], name="gray")
+    rgb = viewer.add_image(data.astronaut()[:96, :96], name="rgb")
+    widget.images.value = [gray, rgb]
+    widget.run_button.native.click()
+    assert any("choose where to save" in str(n.message) for n in notifications)
+    path = tmp_path / "m.safetensors"
+    widget.output.value = path
+    widget.run_button.native.click()
+    assert any("mix gray and RGB" in str(n.message) for n in notifications)
+    widget.images.value = [gray]
+    widget.steps.value = 100_000
+    seen = []
+    widget.run_button.native.click()
+    widget._worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=30_000)
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert widget.status.value == "cancelled: nothing saved" and not path.exists()
+    assert widget.run_button.enabled and not widget.cancel_button.enabled

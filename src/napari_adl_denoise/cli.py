@@ -102,6 +102,24 @@ def _parser() -> argparse.ArgumentParser:
     trainer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     trainer.add_argument("--max-minutes", type=float, help="stop (checkpointed, resumable) after this long")
 
+    tuner = commands.add_parser(
+        "fine-tune",
+        help="adapt an ADL model to your own clean images",
+        description="Fine-tune an ADL model on clean images of your modality: noise is simulated on "
+        "them, the last fifth of each is held out to choose the best weights, which are written to "
+        "OUTPUT (.safetensors) when the run ends.",
+    )
+    tuner.add_argument("output", help="the fine-tuned model (.safetensors)")
+    tuner.add_argument("inputs", nargs="+", help="clean images or volumes, all of one kind")
+    tuner.add_argument("--model", help="start from this bundled name or file (default: for the data)")
+    tuner.add_argument("--noise", choices=list(NOISE_KINDS), help="noise to simulate (default: as trained)")
+    tuner.add_argument("--sigma-max", type=float, default=55.0, help="with --noise: sigma in [0, S]")
+    tuner.add_argument("--steps", type=int, default=500, help="training steps (default: 500)")
+    tuner.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")
+    tuner.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    tuner.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2: volumes slice by slice")
+    tuner.add_argument("--channel-axis", type=int, help="axis of colour channels (PNG/JPEG: detected)")
+
     commands.add_parser("methods", help="list the denoising methods")
     commands.add_parser("models", help="list the bundled ADL models")
     return parser
@@ -208,13 +226,7 @@ def _train(args: argparse.Namespace) -> int:
                 bar.n = record.step
                 bar.set_postfix(phase=record.phase, loss=f"{sum(record.losses.values()):.3f}")
                 if record.validation:
-                    v = record.validation
-                    bar.write(
-                        f"step {record.step:>7} {record.phase:<13} "
-                        f"val PSNR {v['psnr']:6.2f} SSIM {v['ssim']:.4f} "
-                        f"(noisy {v['noisy_psnr']:.2f}/{v['noisy_ssim']:.4f})  lr {record.lr:.2e}  "
-                        f"{record.elapsed / 60:6.1f} min"
-                    )
+                    bar.write(_validation_line(record))
                 if deadline and time.monotonic() > deadline:
                     steps.close()
                     print(
@@ -224,6 +236,50 @@ def _train(args: argparse.Namespace) -> int:
         except StopIteration as stop:
             if record is None or record.rank == 0:
                 print(f"wrote {stop.value}")
+    return 0
+
+
+def _validation_line(record) -> str:
+    v = record.validation
+    return (
+        f"step {record.step:>7} {record.phase:<13} val PSNR {v['psnr']:6.2f} SSIM {v['ssim']:.4f} "
+        f"(noisy {v['noisy_psnr']:.2f}/{v['noisy_ssim']:.4f})  lr {record.lr:.2e}  "
+        f"{record.elapsed / 60:6.1f} min"
+    )
+
+
+def _fine_tune(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .io import read_image
+    from .training import NoiseSpec, fine_tune
+
+    sources = [read_image(p) for p in args.inputs]
+    channel_axis = _colour_axis(sources[0], args.channel_axis)
+    colour = channel_axis is not None
+    images = [s.data[..., :3] if colour and s.format in ("png", "jpeg") else s.data for s in sources]
+    noise = [NoiseSpec(kind=args.noise, sigma=(0.0, args.sigma_max))] if args.noise else None
+    steps = fine_tune(
+        images,
+        args.output,
+        model=args.model,
+        channel_axis=channel_axis,
+        spatial_dims=args.spatial_dims,
+        noise=noise,
+        steps=args.steps,
+        lr=args.lr,
+        device=args.device,
+    )
+    with tqdm(total=args.steps, unit="step", disable=None) as bar:
+        try:
+            while True:
+                record = next(steps)
+                bar.n = record.step
+                bar.refresh()
+                if record.validation:
+                    bar.write(_validation_line(record))
+        except StopIteration as stop:
+            print(f"wrote {stop.value}")
     return 0
 
 
@@ -261,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "noise": _noise,
             "metrics": _metrics,
             "train": _train,
+            "fine-tune": _fine_tune,
             "methods": _methods,
             "models": _models,
         }

@@ -1,9 +1,19 @@
-"""Helpers shared by the widgets: layer choices, notifications."""
+"""Helpers shared by the widgets: layer choices, model choice, data layout, closing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image
+
+from ..weights import list_models
+
+AUTO_MODEL = "bundled model for the data"
+MODEL_FILE = "model file..."
+SLICES, VOLUME = "2D slices", "3D volume"
 
 
 def image_choices(viewer) -> list[tuple[str, Image]]:
@@ -15,6 +25,30 @@ def layer_array(layer: Image) -> np.ndarray:
     """The full-resolution data of an image layer as a numpy array (read-only use)."""
     data = layer.data[0] if layer.multiscale else layer.data
     return np.asarray(data)
+
+
+def model_widgets(label: str = "Model") -> tuple[ComboBox, FileEdit]:
+    """A model choice (the bundled one for the data, a bundled name, or a file) and its file box."""
+    choice = ComboBox(label=label, choices=[AUTO_MODEL, *(m.name for m in list_models()), MODEL_FILE])
+    return choice, FileEdit(label="Model file", filter="*.safetensors", visible=False)
+
+
+def model_arg(choice: ComboBox, file: FileEdit) -> str | None:
+    """``model=`` for the API: None (bundled for the data), a name, a path, or "" (no file yet)."""
+    if choice.value == AUTO_MODEL:
+        return None
+    if choice.value == MODEL_FILE:
+        path = Path(file.value)
+        return str(path) if path.is_file() else ""
+    return choice.value
+
+
+def layout_args(layer: Image | None, mode: str) -> dict[str, Any]:
+    """``channel_axis`` and ``spatial_dims`` for a layer processed in ``mode`` (SLICES or VOLUME)."""
+    rgb = bool(layer is not None and layer.rgb)
+    ndim = 0 if layer is None else layer.ndim - (1 if rgb else 0)
+    spatial_dims = 3 if ndim >= 3 and mode == VOLUME else 2
+    return {"channel_axis": -1 if rgb else None, "spatial_dims": spatial_dims}
 
 
 def on_close(widget, callback) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
 from .._adl import NoModelError, _tile_shape, as_loaded_model, default_model_info, estimate_memory
@@ -13,13 +12,20 @@ from .._device import available_devices, resolve_device
 from .._tiling import round_up
 from ..inference import iter_denoise
 from ..methods import get_method, list_methods
-from ..weights import list_models, model_info
+from ..weights import model_info
 from ._jobs import copy_placement, start_job
-from ._layers import follow_renames, image_choices, layer_array, on_close
-
-AUTO_MODEL = "bundled model for the data"
-MODEL_FILE = "model file..."
-SLICES, VOLUME = "2D slices", "3D volume"
+from ._layers import (
+    MODEL_FILE,
+    SLICES,
+    VOLUME,
+    follow_renames,
+    image_choices,
+    layer_array,
+    layout_args,
+    model_arg,
+    model_widgets,
+    on_close,
+)
 
 
 class DenoiseWidget(Container):
@@ -33,10 +39,7 @@ class DenoiseWidget(Container):
         methods = [m for m in list_methods() if get_method(m).available]
         self.method = ComboBox(label="Method", choices=methods, value="adl")
         self.about = Label(label="")
-        self.model = ComboBox(
-            label="Model", choices=[AUTO_MODEL, *(m.name for m in list_models()), MODEL_FILE]
-        )
-        self.model_file = FileEdit(label="Model file", filter="*.safetensors", visible=False)
+        self.model, self.model_file = model_widgets()
         self.device = ComboBox(label="Device", choices=["auto", *available_devices()], value="auto")
         self.mode = ComboBox(label="Process as", choices=[SLICES, VOLUME], value=VOLUME, visible=False)
         self.tile = SpinBox(label="Tile size (0: auto)", min=0, max=4096, step=8, value=0)
@@ -80,21 +83,6 @@ class DenoiseWidget(Container):
         self._refresh()
 
     # -- state ---------------------------------------------------------------------------------
-    def _model_arg(self) -> str | None:
-        if self.model.value == AUTO_MODEL:
-            return None
-        if self.model.value == MODEL_FILE:
-            path = Path(self.model_file.value)
-            return str(path) if path.is_file() else ""
-        return self.model.value
-
-    def _layout_args(self) -> dict[str, Any]:
-        layer = self.image.value
-        rgb = bool(layer is not None and layer.rgb)
-        ndim = 0 if layer is None else layer.ndim - (1 if rgb else 0)
-        spatial_dims = 3 if ndim >= 3 and self.mode.value == VOLUME else 2
-        return {"channel_axis": -1 if rgb else None, "spatial_dims": spatial_dims}
-
     def _refresh(self, *_: Any) -> None:
         method = get_method(self.method.value)
         self.about.value = method.description
@@ -107,10 +95,10 @@ class DenoiseWidget(Container):
 
     def _memory_text(self) -> str:
         layer = self.image.value
-        model = self._model_arg()
+        model = model_arg(self.model, self.model_file)
         if layer is None or model == "":
             return ""
-        sd = self._layout_args()["spatial_dims"]
+        sd = layout_args(self.image.value, self.mode.value)["spatial_dims"]
         shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
         padded = tuple(round_up(s) for s in shape[-sd:])
         try:
@@ -138,11 +126,11 @@ class DenoiseWidget(Container):
             return
         method = self.method.value
         learned = get_method(method).learned
-        model = self._model_arg() if learned else None
+        model = model_arg(self.model, self.model_file) if learned else None
         if model == "":
             show_warning("Denoise: choose a .safetensors model file")
             return
-        layout = self._layout_args()
+        layout = layout_args(self.image.value, self.mode.value)
         params = {
             "method": method,
             "device": self.device.value,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .config import DataConfig, LossConfig, NoiseSpec, OptimConfig, PhaseConfig, TrainingConfig, load_config
 from .engine import TrainProgress, inflate_weights, train
+from .fine_tune import fine_tune
 
 __all__ = [
     "DataConfig",
@@ -13,6 +14,7 @@ __all__ = [
     "PhaseConfig",
     "TrainProgress",
     "TrainingConfig",
+    "fine_tune",
     "inflate_weights",
     "load_config",
     "train",

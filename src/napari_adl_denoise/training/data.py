@@ -10,9 +10,8 @@ same noise), and the target with the same affine map, so training and inference 
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,16 +24,6 @@ from .config import DataConfig, NoiseSpec
 __all__ = ["Batch", "PatchSampler", "load_images"]
 
 _SUBSAMPLE = 20_000
-
-
-def _expand(patterns: Sequence[str]) -> list[Path]:
-    paths: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True))
-        if not matches:
-            raise FileNotFoundError(f"no training file matches {pattern!r}")
-        paths.extend(Path(m) for m in matches)
-    return paths
 
 
 def _split(array: np.ndarray, spatial_dims: int, channels: int) -> list[np.ndarray]:
@@ -55,12 +44,16 @@ def _split(array: np.ndarray, spatial_dims: int, channels: int) -> list[np.ndarr
 
 
 def load_images(
-    patterns: Sequence[str], spatial_dims: int, channels: int, min_shape: Sequence[int]
+    sources: Sequence[str | np.ndarray], spatial_dims: int, channels: int, min_shape: Sequence[int]
 ) -> list[np.ndarray]:
-    """Read, split and scale to [0, 1]; images smaller than ``min_shape`` are reflect-padded."""
+    """Read (files or glob patterns; arrays are taken as given), split and scale to [0, 1];
+    images smaller than ``min_shape`` are reflect-padded. Arrays are never modified."""
+    arrays = (
+        a for source in sources for a in ([source] if isinstance(source, np.ndarray) else _read(source))
+    )
     images = []
-    for path in _expand(patterns):
-        for image in _split(read_image(path).data, spatial_dims, channels):
+    for array in arrays:
+        for image in _split(array, spatial_dims, channels):
             image = image.astype(np.float32)
             lo, hi = float(image.min()), float(image.max())
             if hi <= lo:
@@ -69,8 +62,17 @@ def load_images(
             pad = [(0, 0)] + [(0, max(m - s, 0)) for s, m in zip(image.shape[1:], min_shape, strict=True)]
             images.append(np.pad(image, pad, mode="reflect") if any(p[1] for p in pad) else image)
     if not images:
-        raise ValueError(f"no usable (non-constant) image in {list(patterns)}")
+        named = [s if isinstance(s, str) else f"array of shape {s.shape}" for s in sources]
+        raise ValueError(f"no usable (non-constant) image in {named}")
     return images
+
+
+def _read(pattern: str) -> Iterator[np.ndarray]:
+    matches = sorted(glob.glob(pattern, recursive=True))
+    if not matches:
+        raise FileNotFoundError(f"no training file matches {pattern!r}")
+    for path in matches:
+        yield read_image(path).data
 
 
 @dataclass

@@ -17,7 +17,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,11 @@ def _image_readers(model: EfficientUnet) -> set[str]:
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """One record per training step; ``validation`` is set on the steps that validated."""
+    """One record per training step; ``validation`` is set on the steps that validated.
+
+    A run that starts from ``init`` weights first yields a step-0 record (phase ``"init"``) with
+    their validation scores; they are the best weights until a step beats them.
+    """
 
     phase: str
     step: int
@@ -196,6 +200,10 @@ class TrainProgress:
     """Seconds of training, summed over resumed sessions."""
     validation: dict[str, float] | None = None
     rank: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total
 
 
 @dataclass
@@ -256,7 +264,9 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
 
 
 class _Trainer:
-    def __init__(self, config: TrainingConfig, resume: bool, device: str) -> None:
+    def __init__(
+        self, config: TrainingConfig, resume: bool, device: str, images: Mapping[str, list] | None = None
+    ) -> None:
         self.config = config
         self.dist = _Distributed(device)
         self.device = self.dist.device
@@ -279,9 +289,9 @@ class _Trainer:
 
         sd, channels = config.model.spatial_dims, config.model.in_channels
         patch = config.data.patch_shape
-        self.train_files = config.data.train
+        sources = {"train": config.data.train, "val": config.data.val, **(images or {})}
         self.sampler = PatchSampler(
-            load_images(config.data.train, sd, channels, patch),
+            load_images(sources["train"], sd, channels, patch),
             config.data,
             config.noise,
             np.random.default_rng([config.seed, self.dist.rank]),
@@ -290,7 +300,7 @@ class _Trainer:
         if self.dist.rank == 0:
             val_data = config.data.model_copy(update={"augment": False})
             val_sampler = PatchSampler(
-                load_images(config.data.val, sd, channels, patch),
+                load_images(sources["val"], sd, channels, patch),
                 val_data,
                 config.noise,
                 np.random.default_rng([config.seed, 2**31]),
@@ -339,6 +349,8 @@ class _Trainer:
             self.discriminator.requires_grad_(True)
             loss = loss + w.adversarial * adv
             parts["adversarial"] = float(adv.detach())
+        if not torch.isfinite(loss):
+            raise ValueError(f"training diverged at step {self.state.step + 1}; lower the learning rate")
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
@@ -385,10 +397,23 @@ class _Trainer:
                 self.generator(self.val.noisy[i : i + size].to(self.device)).float().cpu()
                 for i in range(0, len(self.val.noisy), size)
             ]
-        scores = self._scores(torch.cat(outs))
+        restored = torch.cat(outs)
+        if not torch.isfinite(restored).all():
+            raise ValueError(f"training diverged by step {self.state.step}; lower the learning rate")
+        scores = self._scores(restored)
         return scores | {f"noisy_{k}": v for k, v in self.noisy_scores.items()}
 
     # -- persistence ---------------------------------------------------------------------------
+    def _keep_if_best(self, phase: str, validation: dict[str, float] | None) -> None:
+        """Record the scores (rank 0) and save the denoiser if it is the best so far."""
+        if self.dist.rank != 0:
+            return
+        self.state.history.append({"step": self.state.step, "phase": phase, **validation})
+        if validation["psnr"] > self.state.best_psnr:
+            self.state.best_psnr = validation["psnr"]
+            dtype = getattr(torch, self.config.weights_dtype)
+            save_model(self.generator, self.model_path, self._card(validation), dtype=dtype)
+
     def _card(self, scores: dict[str, float]) -> dict[str, Any]:
         c = self.config
         hardware = (
@@ -461,6 +486,11 @@ class _Trainer:
         c = self.config
         total = c.phases.total
         try:
+            if c.init and self.state.step == 0:  # the starting weights are the best so far
+                validation = self._validate()
+                self._keep_if_best("init", validation)
+                lr = self.opt_g.param_groups[0]["lr"]
+                yield TrainProgress("init", 0, total, {}, lr, 0.0, validation, self.dist.rank)
             while self.state.step < total:
                 start = time.perf_counter()
                 phase = c.phases.phase_at(self.state.step)
@@ -478,16 +508,7 @@ class _Trainer:
                     psnr = self.dist.broadcast(validation["psnr"] if validation else 0.0)
                     self.sched_g.step(psnr)
                     self.sched_d.step(psnr)
-                    if self.dist.rank == 0:
-                        self.state.history.append({"step": step, "phase": phase, **validation})
-                        if psnr > self.state.best_psnr:
-                            self.state.best_psnr = psnr
-                            save_model(
-                                self.generator,
-                                self.model_path,
-                                self._card(validation),
-                                dtype=getattr(torch, c.weights_dtype),
-                            )
+                    self._keep_if_best(phase, validation)
                 self.state.elapsed += time.perf_counter() - start
                 if step % c.checkpoint_every == 0 or step == total:
                     self._save_checkpoint()
@@ -513,7 +534,11 @@ class _Trainer:
 
 
 def train(
-    config: TrainingConfig, *, resume: bool = False, device: str = "auto"
+    config: TrainingConfig,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    images: Mapping[str, list[np.ndarray]] | None = None,
 ) -> Generator[TrainProgress, None, Path]:
     """Train an ADL denoiser; a generator yielding one :class:`TrainProgress` per step.
 
@@ -528,6 +553,10 @@ def train(
         are restored, so the run continues exactly as if it had not stopped.
     device : str
         As for :func:`napari_adl_denoise.denoise`; under torchrun, each process's GPU or the CPU.
+    images : dict, optional
+        In-memory images instead of ``config.data``'s files: ``"train"`` and/or ``"val"`` lists of
+        arrays laid out like a file's data (spatial axes last; RGB with a last axis of 3). The
+        config's file lists then only name the images in the model card.
 
     Returns
     -------
@@ -541,4 +570,4 @@ def train(
     ...     if record.validation:
     ...         print(record.step, record.validation["psnr"])
     """
-    return _Trainer(config, resume, device).run()
+    return _Trainer(config, resume, device, images).run()

@@ -1,0 +1,121 @@
+"""Fine-tuning a model on the user's own images, in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from napari_adl_denoise import add_noise, denoise, load_model, metrics, model_info, save_model
+from napari_adl_denoise.cli import main
+from napari_adl_denoise.io import write_image
+from napari_adl_denoise.training import NoiseSpec, fine_tune
+
+SPECKLE = [NoiseSpec(kind="speckle", sigma=(20, 40))]
+
+
+def run(steps):
+    records = []
+    try:
+        while True:
+            records.append(next(steps))
+    except StopIteration as stop:
+        return records, stop.value
+
+
+@pytest.fixture
+def base(tiny_2d, tmp_path):
+    """The tiny camera model, trained on Gaussian noise (as its card says)."""
+    card = {"noise": [{"kind": "gaussian", "sigma": [0, 40]}]}
+    return save_model(tiny_2d, tmp_path / "base.safetensors", card)
+
+
+def test_fine_tuning_adapts_the_bundled_model_to_new_noise_and_saves_it_with_its_card(tmp_path):
+    clean = data.moon()[:256, :320].astype(np.float32)  # the last fifth of columns is held out
+    before = clean.copy()
+    output = tmp_path / "moon.safetensors"
+    records, path = run(fine_tune([clean], output, noise=SPECKLE, steps=40, lr=3e-4))
+    assert path == output and (records[0].phase, records[0].step) == ("init", 0)
+    scores = {r.step: r.validation["psnr"] for r in records[1:] if r.validation}
+    best = max(scores, key=scores.get)
+    assert scores[best] > records[0].validation["psnr"] + 0.5
+    np.testing.assert_array_equal(clean, before)
+    card = model_info(path).card  # the best weights were kept
+    assert card["base_model"] == "adl-2d-gray" and card["steps"] == best
+    assert card["training_data"] == ["image 1 of shape (256, 256)"]
+    assert card["validation_data"] == ["validation image 1 of shape (256, 64)"]
+    assert card["noise"][0]["kind"] == "speckle"
+    # in use, on the held-out columns with new noise: better than the model it started from
+    held_out = clean[:, 256:]
+    noisy = add_noise(held_out, "speckle", sigma=30, seed=1)
+    tuned, start = (metrics.psnr(held_out, denoise(noisy, model=m)) for m in (path, "adl-2d-gray"))
+    assert tuned > start + 0.3
+
+
+def test_the_starting_models_own_noise_is_the_default(base, tmp_path):
+    gen = fine_tune([data.camera()[:100, :120]], tmp_path / "m.safetensors", model=base, steps=2)
+    _, path = run(gen)
+    assert model_info(path).card["noise"][0]["sigma"] == [0, 40]
+
+
+def test_a_run_that_only_gets_worse_keeps_the_starting_weights(base, tmp_path):
+    records, path = run(fine_tune([data.camera()], tmp_path / "m.safetensors", model=base, steps=3, lr=0.1))
+    assert all(r.validation["psnr"] < records[0].validation["psnr"] for r in records[1:])
+    tuned = load_model(path)
+    assert tuned.card["steps"] == 0 and tuned.card["validation"] == records[0].validation
+    for name, value in load_model(base).model.state_dict().items():
+        stored = value.half().to(value.dtype) if value.is_floating_point() else value  # fp16 on disk
+        torch.testing.assert_close(tuned.model.state_dict()[name], stored)
+
+
+def test_a_diverging_run_says_so(base, tmp_path):
+    output = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match="training diverged by step 1; lower the learning rate"):
+        run(fine_tune([data.camera()], output, model=base, steps=3, lr=10.0))
+    assert not output.exists()
+
+
+def test_stopping_writes_nothing(base, tmp_path):
+    output = tmp_path / "m.safetensors"
+    steps = fine_tune([data.camera()], output, model=base, steps=50)
+    for _ in range(3):
+        next(steps)
+    steps.close()
+    assert not output.exists() and [p.name for p in tmp_path.iterdir()] == ["base.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"output": "m.pt"}, "output must be a .safetensors file"),
+        ({"images": []}, "images must be a non-empty list"),
+        ({"images": [np.zeros((32, 32)), np.zeros((32, 32, 3))]}, "mix kinds of data"),
+        ({"images": [np.full((32, 32), np.nan)]}, "NaN"),
+        ({"images": [np.zeros((4, 32, 32))], "channel_axis": 0}, "gray or RGB"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"model": "3d"}, "takes 3D data with 1 channel"),
+        ({"validation": [np.zeros((40, 40, 40))]}, "laid out like the training images"),
+    ],
+)
+def test_bad_input_says_what_is_wrong(change, message, base, tiny_3d, tmp_path):
+    args = {"images": [data.camera()[:64, :64]], "output": tmp_path / "m.safetensors", "model": base}
+    if change.get("model") == "3d":
+        change = {"model": save_model(tiny_3d, tmp_path / "3d.safetensors")}
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        next(fine_tune(args.pop("images"), args.pop("output"), **args))
+
+
+def test_cli_fine_tune_writes_the_model_and_bad_output_is_one_line(tmp_path, capsys):
+    clean = tmp_path / "clean.tif"
+    write_image(clean, data.camera()[:96, :128])
+    output = tmp_path / "mine.safetensors"
+    args = ["fine-tune", str(output), str(clean), "--steps", "3", "--noise", "speckle", "--sigma-max", "30"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "step       0 init" in out and f"wrote {output}" in out
+    assert model_info(output).card["noise"][0]["sigma"] == [0, 30]
+    assert main(["fine-tune", str(tmp_path / "m.pt"), str(clean)]) == 2
+    error = "adl-denoise: error: output must be a .safetensors file, got 'm.pt'"
+    assert capsys.readouterr().err.strip() == error
