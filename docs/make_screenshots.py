@@ -77,8 +77,6 @@ def compare(viewer) -> None:
 
 
 def fine_tune(viewer) -> None:
-    import tempfile
-
     clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
     noisy.visible = False
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
@@ -86,11 +84,12 @@ def fine_tune(viewer) -> None:
     widget.noise.value = "speckle"
     widget.sigma_max.value = 40
     widget.steps.value = 60
-    with tempfile.TemporaryDirectory() as folder:
-        widget.output.value = Path(folder) / "my-microscope.safetensors"
-        widget.run_button.native.click()
-        wait(lambda: widget._worker is None)
+    output = Path.home() / "my-microscope.safetensors"
+    widget.output.value = output
+    widget.run_button.native.click()
+    wait(lambda: widget._worker is None)
     shot(viewer, "fine-tune.png")
+    output.unlink()
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ class FineTuneWidget(Container):
         self._closed = False
         self._scores: dict[str, float] = {}
         self.about = Label(
-            value="Clean, high-quality images of your modality: noise is simulated on them, and a\n"
+            value="Clean, high-quality images of your modality: noise is simulated on them, and a "
             "fifth of each is held out to choose the best weights."
         )
         self.images = Select(label="Clean images", choices=lambda _: image_choices(napari_viewer))
@@ -53,6 +53,9 @@ class FineTuneWidget(Container):
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="")
+        for label in (self.about, self.status):
+            label.native.setWordWrap(True)  # long messages wrap instead of widening the dock
+        self.images.native.setMaximumHeight(120)
         super().__init__(
             widgets=[
                 self.about,
