@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
+from magicgui.widgets import Container, Label, PushButton, Widget
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
+
+from ._layers import on_close
 
 
 def start_job(
@@ -49,6 +52,61 @@ def start_job(
     worker.finished.connect(done)
     worker.start()
     return worker
+
+
+class JobDock(Container):
+    """A dock that runs one job at a time: its ``widgets``, then Run, Cancel and a status line.
+
+    Subclasses implement ``run()`` and call :meth:`start`. Cancel, or closing the dock or the
+    viewer, stops the job at its next yield.
+    """
+
+    title = "Job"
+    cancelled = "cancelled"
+
+    def __init__(self, widgets: list[Widget], run_text: str = "Run") -> None:
+        self._worker: GeneratorWorker | None = None
+        self._closed = False
+        self.run_button = PushButton(text=run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(label="")
+        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
+        super().__init__(widgets=[*widgets, self.run_button, self.cancel_button, self.status])
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        on_close(self, self._close)
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def busy(self) -> bool:
+        """Whether a job is running (and says so)."""
+        if self._worker is not None:
+            show_info(f"{self.title}: a job is already running; cancel it first")
+        return self._worker is not None
+
+    def start(
+        self, job: Callable[[], Generator[Any, None, Any]], description: str, on_result: Callable, status: str
+    ) -> GeneratorWorker:
+        self.status.value = status
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self._worker = start_job(job, description, on_result, self._finished)
+        return self._worker
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = self.cancelled
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _finished(self) -> None:
+        self._worker = None
+        if not self._closed:  # closing the viewer deletes a closed dock's buttons
+            self.run_button.enabled, self.cancel_button.enabled = True, False
 
 
 def copy_placement(layer) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
-from napari.utils.notifications import show_info, show_warning
+from magicgui.widgets import ComboBox, FloatSpinBox, Label, SpinBox
+from napari.utils.notifications import show_warning
 
 from .._adl import NoModelError, _tile_shape, as_loaded_model, default_model_info, estimate_memory
 from .._device import available_devices, resolve_device
@@ -13,7 +13,7 @@ from .._tiling import round_up
 from ..inference import iter_denoise
 from ..methods import get_method, list_methods
 from ..weights import model_info
-from ._jobs import copy_placement, start_job
+from ._jobs import JobDock, copy_placement
 from ._layers import (
     MODEL_FILE,
     SLICES,
@@ -24,17 +24,16 @@ from ._layers import (
     layout_args,
     model_arg,
     model_widgets,
-    on_close,
 )
 
 
-class DenoiseWidget(Container):
+class DenoiseWidget(JobDock):
     """Choose an image, a method and its model, the device and tiles; Run or Cancel."""
+
+    title = "Denoise"
 
     def __init__(self, napari_viewer) -> None:
         self._viewer = napari_viewer
-        self._worker = None
-        self._closed = False
         self.image = ComboBox(label="Image", choices=lambda _: image_choices(napari_viewer), nullable=False)
         methods = [m for m in list_methods() if get_method(m).available]
         self.method = ComboBox(label="Method", choices=methods, value="adl")
@@ -45,11 +44,8 @@ class DenoiseWidget(Container):
         self.tile = SpinBox(label="Tile size (0: auto)", min=0, max=4096, step=8, value=0)
         self.overlap = FloatSpinBox(label="Tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
         self.memory = Label(label="Memory")
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(label="")
         super().__init__(
-            widgets=[
+            [
                 self.image,
                 self.method,
                 self.about,
@@ -60,9 +56,6 @@ class DenoiseWidget(Container):
                 self.tile,
                 self.overlap,
                 self.memory,
-                self.run_button,
-                self.cancel_button,
-                self.status,
             ]
         )
         for widget in (
@@ -76,10 +69,7 @@ class DenoiseWidget(Container):
             self.overlap,
         ):
             widget.changed.connect(self._refresh)
-        self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
         follow_renames(napari_viewer, self)
-        on_close(self, self._close)
         self._refresh()
 
     # -- state ---------------------------------------------------------------------------------
@@ -121,8 +111,7 @@ class DenoiseWidget(Container):
         if layer is None:
             show_warning("Denoise: add or choose an image layer first")
             return
-        if self._worker is not None:
-            show_info("Denoise: a job is already running; cancel it first")
+        if self.busy():
             return
         method = self.method.value
         learned = get_method(method).learned
@@ -161,22 +150,4 @@ class DenoiseWidget(Container):
             )
             self.status.value = f"added '{source.name} [{method}]'"
 
-        self.status.value = f"denoising '{layer.name}' with {method}..."
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self._worker = start_job(job, f"Denoise {layer.name} ({method})", add, self._finished)
-
-    def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self.status.value = "cancelled"
-
-    def _close(self) -> None:
-        """A closed dock leaves no job behind (and closing the viewer deletes its buttons)."""
-        self._closed = True
-        if self._worker is not None:
-            self._worker.quit()
-
-    def _finished(self) -> None:
-        self._worker = None
-        if not self._closed:
-            self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising '{layer.name}' with {method}...")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, Select, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, Select, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
 from .._device import available_devices
 from ..training import NoiseSpec, fine_tune
-from ._jobs import start_job
+from ._jobs import JobDock
 from ._layers import (
     MODEL_FILE,
     SLICES,
@@ -21,7 +21,6 @@ from ._layers import (
     layout_args,
     model_arg,
     model_widgets,
-    on_close,
 )
 
 AS_TRAINED = "as the model was trained"
@@ -29,13 +28,14 @@ NOISES = [AS_TRAINED, "gaussian", "rician", "rayleigh", "speckle"]
 LEARNING_RATES = ["1e-4", "3e-5", "1e-5", "3e-4"]
 
 
-class FineTuneWidget(Container):
+class FineTuneWidget(JobDock):
     """Adapt a model to clean images of your own modality; the result is a model file for Denoise."""
+
+    title = "Fine-tune"
+    cancelled = "cancelled: nothing saved"
 
     def __init__(self, napari_viewer) -> None:
         self._viewer = napari_viewer
-        self._worker = None
-        self._closed = False
         self._scores: dict[str, float] = {}
         self.about = Label(
             value="Clean, high-quality images of your modality: noise is simulated on them, and a "
@@ -50,14 +50,10 @@ class FineTuneWidget(Container):
         self.lr = ComboBox(label="Learning rate", choices=LEARNING_RATES, value="1e-4")
         self.device = ComboBox(label="Device", choices=["auto", *available_devices()], value="auto")
         self.output = FileEdit(label="Save as", mode="w", filter="*.safetensors")
-        self.run_button = PushButton(text="Fine-tune")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(label="")
-        for label in (self.about, self.status):
-            label.native.setWordWrap(True)  # long messages wrap instead of widening the dock
+        self.about.native.setWordWrap(True)
         self.images.native.setMaximumHeight(120)
         super().__init__(
-            widgets=[
+            [
                 self.about,
                 self.images,
                 self.mode,
@@ -69,17 +65,12 @@ class FineTuneWidget(Container):
                 self.lr,
                 self.device,
                 self.output,
-                self.run_button,
-                self.cancel_button,
-                self.status,
-            ]
+            ],
+            run_text="Fine-tune",
         )
         for widget in (self.images, self.model, self.noise):
             widget.changed.connect(self._refresh)
-        self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
         follow_renames(napari_viewer, self)
-        on_close(self, self._close)
         self._refresh()
 
     def _refresh(self, *_: Any) -> None:
@@ -97,8 +88,7 @@ class FineTuneWidget(Container):
         if not layers:
             show_warning("Fine-tune: choose one or more clean image layers first")
             return
-        if self._worker is not None:
-            show_info("Fine-tune: a job is already running; cancel it first")
+        if self.busy():
             return
         model = model_arg(self.model, self.model_file)
         if model == "":
@@ -129,12 +119,9 @@ class FineTuneWidget(Container):
             self.status.value = f"saved {path.name}: {self._summary()}; choose it in Denoise > Model file"
             show_info(f"Fine-tune: saved {path}")
 
-        self.status.value = f"fine-tuning on {len(arrays)} image(s)..."
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self._worker = start_job(
-            lambda: fine_tune(arrays, output, **kwargs), "Fine-tune", done, self._finished
-        )
-        self._worker.yielded.connect(self._progress)
+        status = f"fine-tuning on {len(arrays)} image(s)..."
+        job = self.start(lambda: fine_tune(arrays, output, **kwargs), "Fine-tune", done, status)
+        job.yielded.connect(self._progress)
 
     def _progress(self, record) -> None:
         if self._closed or not record.validation:
@@ -149,18 +136,3 @@ class FineTuneWidget(Container):
         s = self._scores
         start = f" (start {s['start']:.2f}, noisy {s['noisy']:.2f})" if "start" in s else ""
         return f"best validation PSNR {s.get('best', float('nan')):.2f} dB{start}"
-
-    def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self.status.value = "cancelled: nothing saved"
-
-    def _close(self) -> None:
-        self._closed = True
-        if self._worker is not None:
-            self._worker.quit()
-
-    def _finished(self) -> None:
-        self._worker = None
-        if not self._closed:
-            self.run_button.enabled, self.cancel_button.enabled = True, False
