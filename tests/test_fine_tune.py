@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from nibabel.testing import data_path
 from skimage import data
 
 from napari_adl_denoise import add_noise, denoise, load_model, metrics, model_info, save_model
@@ -119,3 +123,12 @@ def test_cli_fine_tune_writes_the_model_and_bad_output_is_one_line(tmp_path, cap
     assert main(["fine-tune", str(tmp_path / "m.pt"), str(clean)]) == 2
     error = "adl-denoise: error: output must be a .safetensors file, got 'm.pt'"
     assert capsys.readouterr().err.strip() == error
+
+
+@pytest.mark.parametrize(("spatial_dims", "model"), [(3, "adl-3d-gray"), (2, "adl-2d-gray")])
+def test_a_volume_fine_tunes_the_3d_model_or_the_2d_one_slice_by_slice(spatial_dims, model, tmp_path):
+    volume = np.asarray(nib.load(Path(data_path) / "anatomical.nii").dataobj, dtype=np.float32)
+    records, path = run(fine_tune([volume], tmp_path / "m.safetensors", spatial_dims=spatial_dims, steps=2))
+    info = model_info(path)
+    assert info.card["base_model"] == model and info.config.spatial_dims == spatial_dims
+    assert [r.step for r in records] == [0, 1, 2]
