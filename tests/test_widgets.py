@@ -331,6 +331,9 @@ def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(viewer, qtbot, no
     widget.output.value = path
     widget.run_button.native.click()
     assert any("mix gray and RGB" in str(n.message) for n in notifications)
+    widget.images.value = [viewer.add_image(np.zeros((64, 64)), name="flat")]
+    click_and_wait(qtbot, widget, widget.run_button, lambda: "failed" in widget.status.value)
+    assert any("no usable (non-constant) image" in str(n.message) for n in notifications)
     widget.images.value = [gray]
     widget.steps.value = 100_000
     seen = []

@@ -91,6 +91,7 @@ class JobDock(Container):
         self.status.value = status
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self._worker = start_job(job, description, on_result, self._finished)
+        self._worker.errored.connect(self._failed)
         return self._worker
 
     def cancel(self) -> None:
@@ -102,6 +103,10 @@ class JobDock(Container):
         self._closed = True
         if self._worker is not None:
             self._worker.quit()
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._closed:
+            self.status.value = f"failed: {exc}"
 
     def _finished(self) -> None:
         self._worker = None
