@@ -80,6 +80,14 @@ def test_a_diverging_run_says_so(base, tmp_path):
     assert not output.exists()
 
 
+def test_a_single_channel_axis_is_dropped_not_taken_for_space(base, tmp_path):
+    image = data.camera()[None, :96, :128]  # (1, Y, X), channel_axis=0
+    _, path = run(fine_tune([image], tmp_path / "m.safetensors", model=base, channel_axis=0, steps=1))
+    card = model_info(path).card
+    assert card["training_data"] == ["image 1 of shape (96, 102)"]
+    assert card["validation_data"] == ["validation image 1 of shape (96, 26)"]
+
+
 def test_stopping_writes_nothing(base, tmp_path):
     output = tmp_path / "m.safetensors"
     steps = fine_tune([data.camera()], output, model=base, steps=50)
@@ -120,6 +128,10 @@ def test_cli_fine_tune_writes_the_model_and_bad_output_is_one_line(tmp_path, cap
     out = capsys.readouterr().out
     assert "step       0 init" in out and f"wrote {output}" in out
     assert model_info(output).card["noise"][0]["sigma"] == [0, 30]
+    photo = tmp_path / "photo.png"
+    write_image(photo, data.astronaut()[:64, :64])
+    assert main(["fine-tune", str(output), str(clean), str(photo)]) == 2
+    assert "inputs mix colour PNG/JPEG images with other images" in capsys.readouterr().err
     assert main(["fine-tune", str(tmp_path / "m.pt"), str(clean)]) == 2
     error = "adl-denoise: error: output must be a .safetensors file, got 'm.pt'"
     assert capsys.readouterr().err.strip() == error

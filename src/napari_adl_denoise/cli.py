@@ -255,7 +255,10 @@ def _fine_tune(args: argparse.Namespace) -> int:
     from .training import NoiseSpec, fine_tune
 
     sources = [read_image(p) for p in args.inputs]
-    channel_axis = _colour_axis(sources[0], args.channel_axis)
+    axes = {_colour_axis(s, args.channel_axis) for s in sources}
+    if len(axes) > 1:
+        raise ValueError("inputs mix colour PNG/JPEG images with other images: give one kind at a time")
+    channel_axis = axes.pop()
     colour = channel_axis is not None
     images = [s.data[..., :3] if colour and s.format in ("png", "jpeg") else s.data for s in sources]
     noise = [NoiseSpec(kind=args.noise, sigma=(0.0, args.sigma_max))] if args.noise else None

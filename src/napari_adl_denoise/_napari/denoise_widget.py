@@ -88,7 +88,7 @@ class DenoiseWidget(JobDock):
         model = model_arg(self.model, self.model_file)
         if layer is None or model == "":
             return ""
-        sd = layout_args(self.image.value, self.mode.value)["spatial_dims"]
+        sd = layout_args(layer, self.mode.value)["spatial_dims"]
         shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
         padded = tuple(round_up(s) for s in shape[-sd:])
         try:

@@ -154,7 +154,7 @@ def fine_tune(
 def _arrays(
     images: Sequence[npt.ArrayLike], channel_axis: int | None, spatial_dims: int | None, what: str
 ) -> tuple[list[np.ndarray], int, int]:
-    """Arrays with any channel axis last, and their common (spatial_dims, channels)."""
+    """Arrays with colour last and no single-channel axis, and their common (spatial_dims, channels)."""
     if isinstance(images, np.ndarray) or not len(images):
         raise ValueError(f"{what} must be a non-empty list of arrays")
     arrays, layouts = [], set()
@@ -167,7 +167,9 @@ def _arrays(
         sd, channels, axis = _layout(array.shape, channel_axis, spatial_dims)
         if channels not in (1, 3):
             raise ValueError(f"fine-tuning takes gray or RGB images, got {channels} channels")
-        arrays.append(np.moveaxis(array, axis, -1) if axis is not None else array)
+        if axis is not None:  # colour last, as in files; a single channel axis goes
+            array = np.moveaxis(array, axis, -1) if channels == 3 else np.take(array, 0, axis=axis)
+        arrays.append(array)
         layouts.add((sd, channels))
     if len(layouts) > 1:
         raise ValueError(f"{what} mix kinds of data ({sorted(layouts)}): fine-tune on one kind at a time")
