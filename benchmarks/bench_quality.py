@@ -189,7 +189,9 @@ def main() -> None:
 
     from napari_adl_denoise.weights import list_models
 
-    models = [(m.name, str(m.path)) for m in list_models()] + [(Path(p).stem, p) for p in args.model]
+    models = [(m.name, str(m.path)) for m in list_models(user=False)] + [
+        (Path(p).stem, p) for p in args.model
+    ]
     report = [
         f"# Denoising quality on held-out data ({time.strftime('%Y-%m-%d')})",
         "",

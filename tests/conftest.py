@@ -23,6 +23,14 @@ def _seeded():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def user_models(tmp_path_factory, monkeypatch):
+    """The user models folder, empty and private to the test (never the real one)."""
+    folder = tmp_path_factory.mktemp("user-models") / "models"
+    monkeypatch.setenv("NAPARI_ADL_DENOISE_MODELS", str(folder))
+    return folder
+
+
 def train_tiny(spatial_dims: int = 2, steps: int = 120, seed: int = 0) -> EfficientUnet:
     """A tiny Efficient-Unet trained briefly with L1 on camera patches: a real, local denoiser."""
     torch.manual_seed(seed)

@@ -11,7 +11,7 @@ import torch
 from nibabel.testing import data_path
 from skimage import data
 
-from napari_adl_denoise import add_noise, denoise, load_model, metrics, model_info, save_model
+from napari_adl_denoise import add_noise, denoise, list_models, load_model, metrics, model_info, save_model
 from napari_adl_denoise.cli import main
 from napari_adl_denoise.io import write_image
 from napari_adl_denoise.training import NoiseSpec, fine_tune
@@ -97,10 +97,23 @@ def test_stopping_writes_nothing(base, tmp_path):
     assert not output.exists() and [p.name for p in tmp_path.iterdir()] == ["base.safetensors"]
 
 
+def test_a_plain_name_keeps_the_model_among_yours(base, user_models, capsys):
+    clean = data.camera()[:96, :128]
+    _, path = run(fine_tune([clean], "cams", model=base, steps=2))
+    assert path == user_models / "cams.safetensors"
+    assert [(m.name, m.bundled) for m in list_models() if m.name == "cams"] == [("cams", False)]
+    noisy = add_noise(clean.astype(np.float32), "gaussian", sigma=20, seed=0)
+    np.testing.assert_array_equal(denoise(noisy, model="cams"), denoise(noisy, model=path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "cams" in out and "[yours]" in out and str(user_models) in out
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"output": "m.pt"}, "output must be a .safetensors file"),
+        ({"output": "adl-2d-gray"}, "is a bundled model's name; choose another"),
         ({"images": []}, "images must be a non-empty list"),
         ({"images": [np.zeros((32, 32)), np.zeros((32, 32, 3))]}, "mix kinds of data"),
         ({"images": [np.full((32, 32), np.nan)]}, "NaN"),
@@ -133,7 +146,7 @@ def test_cli_fine_tune_writes_the_model_and_bad_output_is_one_line(tmp_path, cap
     assert main(["fine-tune", str(output), str(clean), str(photo)]) == 2
     assert "inputs mix colour PNG/JPEG images with other images" in capsys.readouterr().err
     assert main(["fine-tune", str(tmp_path / "m.pt"), str(clean)]) == 2
-    error = "adl-denoise: error: output must be a .safetensors file, got 'm.pt'"
+    error = "adl-denoise: error: output must be a .safetensors file or a plain model name, got 'm.pt'"
     assert capsys.readouterr().err.strip() == error
 
 

@@ -65,7 +65,7 @@ def test_cpu_recipes_are_the_compute_efficient_choice(name):
         inflate_weights(config.init, EfficientUnet(config.model))
 
 
-@pytest.mark.parametrize("model", list_models(), ids=lambda m: m.name)
+@pytest.mark.parametrize("model", list_models(user=False), ids=lambda m: m.name)
 def test_each_bundled_model_names_the_recipe_that_trained_it(model):
     config = load_config(ROOT / "training" / "configs" / f"{model.card['training_config']['name']}.yaml")
     assert config.model == model.config

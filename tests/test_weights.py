@@ -100,7 +100,7 @@ def test_missing_file_and_unknown_name(bundled, tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         load_model(tmp_path / "absent.safetensors")
     for read in (load_model, adl.model_info):
-        with pytest.raises(ModelFileError, match="unknown model 'adl-9d'; bundled models: none installed"):
+        with pytest.raises(ModelFileError, match="unknown model 'adl-9d'; models: none installed"):
             read("adl-9d")
 
 
@@ -133,18 +133,50 @@ def test_bundled_models_are_listed_and_chosen_by_data_kind(bundled, tiny_2d, tin
         denoise(np.zeros((16, 16, 3)) + np.arange(3), channel_axis=-1)
 
 
-BUNDLED = [m.name for m in list_models()]
+def test_your_models_are_listed_after_the_bundled_and_loaded_by_name(bundled, user_models, tiny_2d, tiny_3d):
+    save_model(tiny_2d, bundled / "adl-2d-gray.safetensors", {"description": "2D gray"})
+    assert [m.name for m in list_models()] == ["adl-2d-gray"]  # the folder does not exist yet
+    user_models.mkdir()
+    save_model(tiny_3d, user_models / "my-mri.safetensors", {"description": "mine", "default": True})
+    save_model(tiny_3d, user_models / "adl-2d-gray.safetensors")  # shadowed by the bundled name
+    (user_models / "broken.safetensors").write_bytes(b"not a model")
+    infos = list_models()
+    assert [(m.name, m.bundled) for m in infos] == [("adl-2d-gray", True), ("my-mri", False)]
+    assert [m.name for m in list_models(user=False)] == ["adl-2d-gray"]
+    assert (
+        load_model("my-mri").config.spatial_dims == 3 and load_model("adl-2d-gray").config.spatial_dims == 2
+    )
+    with pytest.raises(ModelFileError, match="models: adl-2d-gray, my-mri$"):
+        load_model("yours")
+    with pytest.raises(adl.NoModelError, match="3D grayscale"):  # yours never become a default
+        denoise(np.random.default_rng(0).random((17, 20, 24)).astype(np.float32))
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "m.safetensors", ".hidden", "adl-2d-gray"])
+def test_a_user_model_name_is_plain_and_not_bundled(name, bundled, tiny_2d):
+    save_model(tiny_2d, bundled / "adl-2d-gray.safetensors")
+    with pytest.raises(ValueError, match="plain name|bundled model's name"):
+        adl.weights.user_model_path(name)
+
+
+def test_the_user_models_folder_defaults_to_the_user_data_folder(monkeypatch):
+    monkeypatch.delenv("NAPARI_ADL_DENOISE_MODELS")
+    folder = adl.user_models_dir()
+    assert folder.name == "models" and "napari-adl-denoise" in folder.parts
+
+
+BUNDLED = [m.name for m in list_models(user=False)]
 CARD_FIELDS = {"training_images", "noise", "steps", "wall_time_s", "hardware", "parameters"}
 CARD_FIELDS |= {"validation_per_sigma"}
 
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_each_bundled_model_has_its_card_and_fits_in_a_wheel(name):
-    info = next(m for m in list_models() if m.name == name)
+    info = next(m for m in list_models(user=False) if m.name == name)
     assert set(info.card) >= CARD_FIELDS
     assert info.card["storage_dtype"] in ("float16", "float32")
     assert info.path.with_suffix(".md").is_file()
-    assert sum(m.path.stat().st_size for m in list_models()) < 60 * 2**20
+    assert sum(m.path.stat().st_size for m in list_models(user=False)) < 60 * 2**20
 
 
 def _held_out(kind: str) -> np.ndarray:

@@ -294,39 +294,49 @@ def test_closed_compare_widget_no_longer_follows_the_viewer(viewer, qtbot):
     assert widget.ax_profile.lines[0].get_ydata().size == 50  # the profile drawn before closing
 
 
-def test_fine_tune_widget_saves_a_model_the_denoise_dock_then_uses(viewer, qtbot, tmp_path):
+def test_fine_tune_widget_saves_a_model_the_denoise_dock_lists_and_uses(viewer, qtbot, user_models):
     layer = viewer.add_image(data.moon()[:128, :160].astype(np.float32), name="moon")
     before = layer.data.copy()
+    denoise = add_widget(viewer, "Denoise")  # open before the model exists
     widget = add_widget(viewer, "Fine-tune")
     assert not shown(widget.mode, widget) and not shown(widget.sigma_max, widget)
+    assert widget.output.value == user_models / "my-model.safetensors"  # the folder is made on saving
     widget.images.value = [layer]
     widget.noise.value = "speckle"
     assert shown(widget.sigma_max, widget)
     widget.steps.value = 4
-    path = tmp_path / "moon.safetensors"
-    widget.output.value = path
-    click_and_wait(qtbot, widget, widget.run_button, lambda: "saved moon.safetensors" in widget.status.value)
+    click_and_wait(
+        qtbot, widget, widget.run_button, lambda: "saved my-model.safetensors" in widget.status.value
+    )
     assert "best validation PSNR" in widget.status.value and "(start " in widget.status.value
+    assert "Denoise lists it as my-model" in widget.status.value
+    assert widget.output.value == user_models / "my-model-2.safetensors"  # the next run keeps this one
     np.testing.assert_array_equal(layer.data, before)
-    card = model_info(path).card
+    card = model_info("my-model").card
     assert card["base_model"] == "adl-2d-gray" and card["noise"][0]["kind"] == "speckle"
-    denoise = add_widget(viewer, "Denoise")
+    assert "my-model" in denoise.model.choices and "my-model" in widget.model.choices
     denoise.image.value = layer
-    denoise.model.value = ui.MODEL_FILE
-    denoise.model_file.value = path
+    denoise.model.value = "my-model"
+    assert "(my-model, b = 8)" in denoise.memory.value
     click_and_wait(qtbot, denoise, denoise.run_button, lambda: len(viewer.layers) == 2)
     assert viewer.layers[1].metadata["napari_adl_denoise"]["model"]["base_model"] == "adl-2d-gray"
 
 
-def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(viewer, qtbot, notifications, tmp_path):
+def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(
+    viewer, qtbot, notifications, tmp_path, user_models
+):
     widget = add_widget(viewer, "Fine-tune")
     widget.run_button.native.click()
     assert any("choose one or more clean image layers" in str(n.message) for n in notifications)
     gray = viewer.add_image(data.camera()[:96, :96], name="gray")
     rgb = viewer.add_image(data.astronaut()[:96, :96], name="rgb")
     widget.images.value = [gray, rgb]
+    widget.output.value = tmp_path / "m.txt"
     widget.run_button.native.click()
     assert any("choose where to save" in str(n.message) for n in notifications)
+    widget.output.value = user_models / "adl-2d-gray.safetensors"
+    widget.run_button.native.click()
+    assert any("'adl-2d-gray' is a bundled model's name" in str(n.message) for n in notifications)
     path = tmp_path / "m.safetensors"
     widget.output.value = path
     widget.run_button.native.click()

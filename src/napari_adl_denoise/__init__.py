@@ -17,7 +17,15 @@ from ._device import available_devices
 from .inference import DenoiseProgress, denoise, iter_denoise
 from .methods import get_method, list_methods, register_method
 from .noise import NOISE_KINDS, add_noise, estimate_noise
-from .weights import LoadedModel, ModelFileError, list_models, load_model, model_info, save_model
+from .weights import (
+    LoadedModel,
+    ModelFileError,
+    list_models,
+    load_model,
+    model_info,
+    save_model,
+    user_models_dir,
+)
 
 __all__ = [
     "NOISE_KINDS",
@@ -39,4 +47,5 @@ __all__ = [
     "model_info",
     "register_method",
     "save_model",
+    "user_models_dir",
 ]

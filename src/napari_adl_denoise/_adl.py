@@ -56,7 +56,10 @@ class NoModelError(LookupError):
 def default_method(spatial_dims: int, channels: int) -> str:
     """ "adl" when a bundled model fits this kind of data, else "nlm" (the best classical default)."""
     wanted = 3 if channels == 3 else 1
-    fits = any((m.config.spatial_dims, m.config.in_channels) == (spatial_dims, wanted) for m in list_models())
+    fits = any(
+        (m.config.spatial_dims, m.config.in_channels) == (spatial_dims, wanted)
+        for m in list_models(user=False)
+    )
     return "adl" if fits else "nlm"
 
 
@@ -64,7 +67,9 @@ def default_model_info(spatial_dims: int, channels: int) -> ModelInfo:
     """The bundled model for this kind of data (RGB for 3 channels, else gray), unloaded."""
     wanted = 3 if channels == 3 else 1
     candidates = [
-        m for m in list_models() if m.config.spatial_dims == spatial_dims and m.config.in_channels == wanted
+        m
+        for m in list_models(user=False)
+        if m.config.spatial_dims == spatial_dims and m.config.in_channels == wanted
     ]
     if not candidates:
         kind = f"{spatial_dims}D {'RGB' if wanted == 3 else 'grayscale'}"

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--model",
-        help="ADL model: a bundled name or a .safetensors file (default: bundled model for the data)",
+        help="ADL model: a name (see `adl-denoise models`) or a .safetensors file (default: for the data)",
     )
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     run.add_argument("--tile", type=_tile, help="tile size: N or one size per axis, e.g. 64,128,128")
@@ -107,11 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         help="adapt an ADL model to your own clean images",
         description="Fine-tune an ADL model on clean images of your modality: noise is simulated on "
         "them, the last fifth of each is held out to choose the best weights, which are written to "
-        "OUTPUT (.safetensors) when the run ends.",
+        "OUTPUT when the run ends: a .safetensors file, or a plain name to keep the model among yours "
+        "(listed by `adl-denoise models`, used with --model NAME).",
     )
-    tuner.add_argument("output", help="the fine-tuned model (.safetensors)")
+    tuner.add_argument("output", help="a .safetensors file, or a name for your models folder")
     tuner.add_argument("inputs", nargs="+", help="clean images or volumes, all of one kind")
-    tuner.add_argument("--model", help="start from this bundled name or file (default: for the data)")
+    tuner.add_argument("--model", help="start from this model name or file (default: bundled for the data)")
     tuner.add_argument("--noise", choices=list(NOISE_KINDS), help="noise to simulate (default: as trained)")
     tuner.add_argument("--sigma-max", type=float, default=55.0, help="with --noise: sigma in [0, S]")
     tuner.add_argument("--steps", type=int, default=500, help="training steps (default: 500)")
@@ -121,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     tuner.add_argument("--channel-axis", type=int, help="axis of colour channels (PNG/JPEG: detected)")
 
     commands.add_parser("methods", help="list the denoising methods")
-    commands.add_parser("models", help="list the bundled ADL models")
+    commands.add_parser("models", help="list the ADL models: bundled, then yours")
     return parser
 
 
@@ -297,15 +298,16 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .weights import bundled_dir, list_models
+    from .weights import bundled_dir, list_models, user_models_dir
 
     models = list_models()
-    if not models:
+    if not any(m.bundled for m in models):
         print(f"no bundled ADL models are installed (looked in {bundled_dir()})")
     for m in models:
         c = m.config
         kind = f"{c.spatial_dims}D {'RGB' if c.in_channels == 3 else 'gray'}"
-        print(f"{m.name:<14} {kind:<8} {m.description}")
+        print(f"{m.name:<14} {kind:<8} {'' if m.bundled else '[yours] '}{m.description}")
+    print(f"your models folder: {user_models_dir()}")
     return 0
 
 

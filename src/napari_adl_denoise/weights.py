@@ -10,7 +10,9 @@ malicious file cannot run code) whose string metadata holds:
 ``card``
     JSON model card: description, training data, noise model, steps, metrics, package version...
 
-Bundled models live in the package's ``weights/`` folder and are listed by :func:`list_models`.
+Bundled models live in the package's ``weights/`` folder. Your own models (fine-tuned ones, for
+instance) live in :func:`user_models_dir`. :func:`list_models` lists both, and a model in either
+place is loaded by name.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
@@ -30,9 +33,18 @@ from safetensors.torch import save_file
 from ._files import atomic_path
 from .models import EfficientUnet, EfficientUnetConfig
 
-__all__ = ["LoadedModel", "ModelFileError", "list_models", "load_model", "save_model"]
+__all__ = [
+    "LoadedModel",
+    "ModelFileError",
+    "list_models",
+    "load_model",
+    "save_model",
+    "user_model_path",
+    "user_models_dir",
+]
 
 FORMAT = "napari-adl-denoise/1"
+MODELS_ENV = "NAPARI_ADL_DENOISE_MODELS"
 
 
 class ModelFileError(ValueError):
@@ -52,7 +64,7 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What :func:`list_models` reports about a bundled model (read from metadata only)."""
+    """What :func:`list_models` reports about a model (read from metadata only)."""
 
     name: str
     path: Path
@@ -63,9 +75,39 @@ class ModelInfo:
     def description(self) -> str:
         return str(self.card.get("description", ""))
 
+    @property
+    def bundled(self) -> bool:
+        """Whether the model ships with the package (else it is a file of yours)."""
+        return self.path.parent == bundled_dir()
+
 
 def bundled_dir() -> Path:
     return Path(str(resources.files("napari_adl_denoise") / "weights"))
+
+
+def user_models_dir() -> Path:
+    """The folder of your own models, listed and loaded by name like the bundled ones.
+
+    ``$NAPARI_ADL_DENOISE_MODELS`` when set, else ``models`` in the user data folder
+    (``~/.local/share/napari-adl-denoise/models`` on Linux). It may not exist yet.
+    """
+    env = os.environ.get(MODELS_ENV)
+    return Path(env) if env else platformdirs.user_data_path("napari-adl-denoise", appauthor=False) / "models"
+
+
+def user_model_path(name: str) -> Path:
+    """Where a model of yours called ``name`` is saved in :func:`user_models_dir`.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is empty, has a path separator or a suffix, or is a bundled model's name.
+    """
+    if not name or Path(name).name != name or Path(name).suffix or name.startswith("."):
+        raise ValueError(f"a model name is a plain name without folder or suffix, got {name!r}")
+    if (bundled_dir() / f"{name}.safetensors").is_file():
+        raise ValueError(f"{name!r} is a bundled model's name; choose another")
+    return user_models_dir() / f"{name}.safetensors"
 
 
 def save_model(
@@ -128,19 +170,37 @@ def _read_metadata(path: Path) -> tuple[EfficientUnetConfig, dict[str, Any]]:
     return config, card
 
 
-def list_models() -> list[ModelInfo]:
-    """Models bundled with the package, sorted by name.
+def list_models(*, user: bool = True) -> list[ModelInfo]:
+    """The bundled models, then yours (:func:`user_models_dir`), each sorted by name.
+
+    Parameters
+    ----------
+    user : bool
+        Include your models. Files there that are not readable models, or that have a bundled
+        model's name, are left out.
 
     Returns
     -------
     list of ModelInfo
-        Empty when no pretrained model is installed.
+        Empty when no model is installed.
     """
-    return [model_info(path) for path in sorted(bundled_dir().glob("*.safetensors"))]
+    bundled = [model_info(path) for path in sorted(bundled_dir().glob("*.safetensors"))]
+    if not user or not user_models_dir().is_dir():
+        return bundled
+    names = {m.name for m in bundled}
+    yours = []
+    for path in sorted(user_models_dir().glob("*.safetensors")):
+        if path.stem not in names:
+            try:
+                yours.append(model_info(path))
+            except ModelFileError:
+                continue
+    return bundled + yours
 
 
 def model_info(name_or_path: str | os.PathLike) -> ModelInfo:
-    """What a bundled name or a ``.safetensors`` path holds, read from its metadata only.
+    """What a model name (see :func:`list_models`) or a ``.safetensors`` path holds, from its
+    metadata only.
 
     Raises
     ------
@@ -158,15 +218,15 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
         if not path.is_file():
             raise ModelFileError(f"model file not found: {path}")
         return path
-    bundled = bundled_dir() / f"{name_or_path}.safetensors"
-    if bundled.is_file():
-        return bundled
+    for folder in (bundled_dir(), user_models_dir()):
+        if (folder / f"{name_or_path}.safetensors").is_file():
+            return folder / f"{name_or_path}.safetensors"
     names = ", ".join(m.name for m in list_models()) or "none installed"
-    raise ModelFileError(f"unknown model {str(name_or_path)!r}; bundled models: {names}")
+    raise ModelFileError(f"unknown model {str(name_or_path)!r}; models: {names}")
 
 
 def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
-    """Rebuild a model from a bundled name (see :func:`list_models`) or a ``.safetensors`` path.
+    """Rebuild a model from its name (see :func:`list_models`) or a ``.safetensors`` path.
 
     The model is returned in eval mode, float32, on the CPU.
 

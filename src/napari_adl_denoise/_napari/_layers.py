@@ -8,12 +8,20 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image
+from psygnal import Signal
 
 from ..weights import list_models
 
 AUTO_MODEL = "bundled model for the data"
 MODEL_FILE = "model file..."
 SLICES, VOLUME = "2D slices", "3D volume"
+
+
+class _Models:
+    changed = Signal()  # a model was saved among the user's models
+
+
+MODELS = _Models()
 
 
 def image_choices(viewer) -> list[tuple[str, Image]]:
@@ -28,8 +36,15 @@ def layer_array(layer: Image) -> np.ndarray:
 
 
 def model_widgets(label: str = "Model") -> tuple[ComboBox, FileEdit]:
-    """A model choice (the bundled one for the data, a bundled name, or a file) and its file box."""
-    choice = ComboBox(label=label, choices=[AUTO_MODEL, *(m.name for m in list_models()), MODEL_FILE])
+    """A model choice (the bundled one for the data, a model's name, or a file) and its file box.
+
+    The names (bundled, then the user's models) are read again whenever the dock's choices are
+    reset: when layers change, or a model is saved among the user's (see :func:`keep_fresh`)."""
+
+    def names(_) -> list[str]:
+        return [AUTO_MODEL, *(m.name for m in list_models()), MODEL_FILE]
+
+    choice = ComboBox(label=label, choices=names)
     return choice, FileEdit(label="Model file", filter="*.safetensors", visible=False)
 
 
@@ -66,8 +81,9 @@ def on_close(widget, callback) -> None:
     widget.native_parent_changed.connect(lambda parent: parent is None and close())
 
 
-def follow_renames(viewer, widget) -> None:
-    """Refresh ``widget``'s layer choices when a layer is renamed, until the widget is closed.
+def keep_fresh(viewer, widget) -> None:
+    """Refresh ``widget``'s choices when a layer is renamed or a user model is saved, until the
+    widget is closed.
 
     napari itself refreshes a dock widget's choices when layers are added, removed or reordered
     (and on renames only since its LayerList gained a ``renamed`` event, in late 2025)."""
@@ -78,8 +94,10 @@ def follow_renames(viewer, widget) -> None:
     viewer.layers.events.inserted.connect(follow)
     for layer in viewer.layers:
         layer.events.name.connect(widget.reset_choices)
+    MODELS.changed.connect(widget.reset_choices)
 
     def stop() -> None:
+        MODELS.changed.disconnect(widget.reset_choices)
         viewer.layers.events.inserted.disconnect(follow)
         for layer in viewer.layers:
             layer.events.name.disconnect(widget.reset_choices)

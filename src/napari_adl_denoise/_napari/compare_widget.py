@@ -20,7 +20,7 @@ from scipy.ndimage import map_coordinates
 
 from .. import metrics
 from ._jobs import copy_placement, start_job
-from ._layers import follow_renames, image_choices, layer_array, on_close
+from ._layers import image_choices, keep_fresh, layer_array, on_close
 
 LINE_LAYER = "profile line"
 _HIST_SAMPLES = 1_000_000
@@ -85,7 +85,7 @@ class CompareWidget(Container):
         )
         self.export_table_button.changed.connect(lambda: self._ask_and_export(self.export_table, "*.csv"))
         viewer.dims.events.current_step.connect(self.update_profile)
-        follow_renames(viewer, self)
+        keep_fresh(viewer, self)
 
     # -- which layers ------------------------------------------------------------------------------
     def _tests(self) -> list[Image]:

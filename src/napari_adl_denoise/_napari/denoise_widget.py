@@ -18,8 +18,8 @@ from ._layers import (
     MODEL_FILE,
     SLICES,
     VOLUME,
-    follow_renames,
     image_choices,
+    keep_fresh,
     layer_array,
     layout_args,
     model_arg,
@@ -69,7 +69,7 @@ class DenoiseWidget(JobDock):
             self.overlap,
         ):
             widget.changed.connect(self._refresh)
-        follow_renames(napari_viewer, self)
+        keep_fresh(napari_viewer, self)
         self._refresh()
 
     # -- state ---------------------------------------------------------------------------------

@@ -10,13 +10,15 @@ from napari.utils.notifications import show_info, show_warning
 
 from .._device import available_devices
 from ..training import NoiseSpec, fine_tune
+from ..weights import user_model_path, user_models_dir
 from ._jobs import JobDock
 from ._layers import (
     MODEL_FILE,
+    MODELS,
     SLICES,
     VOLUME,
-    follow_renames,
     image_choices,
+    keep_fresh,
     layer_array,
     layout_args,
     model_arg,
@@ -49,7 +51,7 @@ class FineTuneWidget(JobDock):
         self.steps = SpinBox(label="Steps", min=1, max=1_000_000, step=100, value=500)
         self.lr = ComboBox(label="Learning rate", choices=LEARNING_RATES, value="1e-4")
         self.device = ComboBox(label="Device", choices=["auto", *available_devices()], value="auto")
-        self.output = FileEdit(label="Save as", mode="w", filter="*.safetensors")
+        self.output = FileEdit(label="Save as", mode="w", filter="*.safetensors", value=_free_name())
         self.about.native.setWordWrap(True)
         self.images.native.setMaximumHeight(120)
         super().__init__(
@@ -70,7 +72,7 @@ class FineTuneWidget(JobDock):
         )
         for widget in (self.images, self.model, self.noise):
             widget.changed.connect(self._refresh)
-        follow_renames(napari_viewer, self)
+        keep_fresh(napari_viewer, self)
         self._refresh()
 
     def _refresh(self, *_: Any) -> None:
@@ -98,6 +100,13 @@ class FineTuneWidget(JobDock):
         if output.suffix != ".safetensors":
             show_warning("Fine-tune: choose where to save the model (a .safetensors file)")
             return
+        yours = output.parent.resolve() == user_models_dir().resolve()
+        if yours:  # saved by name: fine_tune makes the folder, and Denoise lists the model
+            try:
+                output = user_model_path(output.stem)
+            except ValueError as exc:
+                show_warning(f"Fine-tune: {exc}")
+                return
         layouts = {tuple(layout_args(layer, self.mode.value).items()) for layer in layers}
         if len(layouts) > 1:
             show_warning("Fine-tune: the chosen layers mix gray and RGB or 2D and 3D; choose one kind")
@@ -114,13 +123,19 @@ class FineTuneWidget(JobDock):
         self._scores = {}
 
         def done(path: Path) -> None:
+            if yours:
+                MODELS.changed.emit()
             if self._closed:
                 return
-            self.status.value = f"saved {path.name}: {self._summary()}; choose it in Denoise > Model file"
+            where = f"Denoise lists it as {path.stem}" if yours else "choose it in Denoise > Model file"
+            self.status.value = f"saved {path.name}: {self._summary()}; {where}"
+            if yours:  # the next run does not overwrite this one by default
+                self.output.value = _free_name()
             show_info(f"Fine-tune: saved {path}")
 
         status = f"fine-tuning on {len(arrays)} image(s)..."
-        job = self.start(lambda: fine_tune(arrays, output, **kwargs), "Fine-tune", done, status)
+        target = output.stem if yours else output
+        job = self.start(lambda: fine_tune(arrays, target, **kwargs), "Fine-tune", done, status)
         job.yielded.connect(self._progress)
 
     def _progress(self, record) -> None:
@@ -136,3 +151,10 @@ class FineTuneWidget(JobDock):
         s = self._scores
         start = f" (start {s['start']:.2f}, noisy {s['noisy']:.2f})" if "start" in s else ""
         return f"best validation PSNR {s.get('best', float('nan')):.2f} dB{start}"
+
+
+def _free_name() -> Path:
+    """A file in the user's models folder that no model has yet: my-model, my-model-2, ..."""
+    folder = user_models_dir()
+    names = (f"my-model-{i}" if i > 1 else "my-model" for i in range(1, 10_000))
+    return next(folder / f"{n}.safetensors" for n in names if not (folder / f"{n}.safetensors").exists())

@@ -9,7 +9,7 @@ from napari.utils.notifications import show_warning
 
 from ..noise import NOISE_KINDS, add_noise, estimate_noise
 from ._jobs import copy_placement, start_job
-from ._layers import follow_renames, image_choices, layer_array
+from ._layers import image_choices, keep_fresh, layer_array
 
 # which parameters each kind uses
 PARAMETERS = {
@@ -67,7 +67,7 @@ class NoiseWidget(Container):
         self.kind.changed.connect(self._show_parameters)
         self.estimate_button.changed.connect(self.estimate)
         self.run_button.changed.connect(self.run)
-        follow_renames(napari_viewer, self)
+        keep_fresh(napari_viewer, self)
         self._show_parameters()
 
     def _show_parameters(self, *_) -> None:

@@ -14,7 +14,7 @@ import torch
 from .._adl import default_model_info
 from ..inference import _layout
 from ..models import DiscriminatorConfig
-from ..weights import load_model, model_info, save_model
+from ..weights import load_model, model_info, save_model, user_model_path
 from .config import DataConfig, LossConfig, NoiseSpec, OptimConfig, PhaseConfig, TrainingConfig
 from .engine import TrainProgress, train
 
@@ -53,7 +53,9 @@ def fine_tune(
         Laid out as for :func:`napari_adl_denoise.denoise` (2D, RGB with ``channel_axis``, 3D,
         or stacks of them); all of one kind.
     output : str or path-like
-        Where the fine-tuned model goes; must end in ``.safetensors``.
+        Where the fine-tuned model goes: a ``.safetensors`` path, or a plain name (no folder, no
+        suffix) to save it among your models (:func:`~napari_adl_denoise.user_models_dir`), where
+        :func:`~napari_adl_denoise.list_models` lists it and ``model=name`` finds it.
     model : str or path-like, optional
         The starting model: a bundled name or a ``.safetensors`` path; by default the bundled
         model for the data.
@@ -77,7 +79,7 @@ def fine_tune(
     Returns
     -------
     pathlib.Path
-        ``output`` (the generator's return value).
+        The saved file (the generator's return value).
 
     Raises
     ------
@@ -87,15 +89,18 @@ def fine_tune(
     Examples
     --------
     >>> from napari_adl_denoise.training import fine_tune
-    >>> run = fine_tune([volume], "my-mri.safetensors", steps=300)  # doctest: +SKIP
+    >>> run = fine_tune([volume], "my-mri", steps=300)  # doctest: +SKIP
     >>> for record in run:  # doctest: +SKIP
     ...     if record.validation:
     ...         print(record.step, record.validation["psnr"])
-    >>> denoise(noisy_volume, model="my-mri.safetensors")  # doctest: +SKIP
+    >>> denoise(noisy_volume, model="my-mri")  # doctest: +SKIP
     """
     output = Path(output)
+    if len(output.parts) == 1 and not output.suffix:
+        output = user_model_path(str(output))
+        output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix != ".safetensors":
-        raise ValueError(f"output must be a .safetensors file, got {output.name!r}")
+        raise ValueError(f"output must be a .safetensors file or a plain model name, got {output.name!r}")
     if not output.parent.is_dir():
         raise ValueError(f"output folder does not exist: {output.parent}")
     if steps < 1 or lr <= 0:
