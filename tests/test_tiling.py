@@ -37,19 +37,21 @@ def test_starts_are_on_the_8_pixel_grid_and_reach_the_end():
 
 
 @pytest.mark.parametrize("tile", [64, 96, 128])
-def test_small_tiles_agree_with_whole_image_above_45_db(tiny_2d, tile):
+def test_small_tiles_agree_with_the_whole_image_without_seams(tile):
+    # The bundled model, as users run it (a fixture model trained here varies with the thread
+    # count, and so would its seams). Measured: 56 / 63 / 66 dB, 99th-percentile error 0.56 /
+    # 0.29 / 0.19 % and largest 4.5 / 3.0 / 2.5 % of the range at tiles of 64 / 96 / 128.
     rng = np.random.default_rng(1)
     clean = data.astronaut()[..., 1].astype(np.float32)
     noisy = clean + rng.normal(0, 25, clean.shape).astype(np.float32)
-    whole = denoise(noisy, model=tiny_2d, tile_shape=512)
-    tiled = denoise(noisy, model=tiny_2d, tile_shape=tile)
+    whole = denoise(noisy, tile_shape=512)
+    tiled = denoise(noisy, tile_shape=tile)
     data_range = float(whole.max() - whole.min())
-    assert peak_signal_noise_ratio(whole, tiled, data_range=data_range) > 45
+    assert peak_signal_noise_ratio(whole, tiled, data_range=data_range) > 50
     # No seam: errors stay small near tile edges too, not just on average.
     error = np.abs(whole - tiled)
-    assert np.percentile(error, 99) < 0.02 * data_range
-    if tile >= 128:
-        assert error.max() < 0.02 * data_range
+    assert np.percentile(error, 99) < 0.01 * data_range
+    assert error.max() < 0.06 * data_range
 
 
 def test_tiled_3d_agrees_with_whole_volume(tiny_3d):
