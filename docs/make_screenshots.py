@@ -5,12 +5,15 @@ xvfb-run -a -s "-screen 0 1800x1100x24" python docs/make_screenshots.py
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import napari
 from napari.qt.threading import WorkerBase
 from qtpy.QtWidgets import QApplication
+
+from napari_adl_denoise import user_models_dir
 
 HERE = Path(__file__).parent
 PLUGIN = "napari-adl-denoise"
@@ -77,6 +80,8 @@ def compare(viewer) -> None:
 
 
 def fine_tune(viewer) -> None:
+    folder = user_models_dir()
+    made = not folder.exists()
     clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
     noisy.visible = False
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
@@ -84,12 +89,16 @@ def fine_tune(viewer) -> None:
     widget.noise.value = "speckle"
     widget.sigma_max.value = 40
     widget.steps.value = 60
-    output = Path.home() / "my-microscope.safetensors"
+    output = folder / "my-microscope.safetensors"
     widget.output.value = output
     widget.run_button.native.click()
     wait(lambda: widget._worker is None)
     shot(viewer, "fine-tune.png")
     output.unlink()
+    if made:
+        folder.rmdir()
+        with contextlib.suppress(OSError):  # not empty: it held more than this script made
+            folder.parent.rmdir()
 
 
 def main() -> None:
