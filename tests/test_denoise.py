@@ -191,7 +191,7 @@ def test_sigma_option_reaches_classical_methods():
         ({"image": np.zeros((0, 5))}, "empty"),
         ({"image": np.array([[np.nan, 1.0], [2.0, 3.0]])}, "NaN"),
         ({"image": np.zeros((8, 8), dtype=bool)}, "dtype"),
-        ({"image": np.zeros(16)}, "non-channel axes"),
+        ({"image": np.zeros(16)}, "has 1 non-channel axes; 2D denoising needs at least 2"),
         ({"image": np.zeros((8, 8)), "spatial_dims": 4}, "spatial_dims"),
         ({"image": np.zeros((8, 8)), "channel_axis": 3}, "channel_axis"),
         ({"image": np.zeros((8, 8, 8)), "method": "bm3d", "spatial_dims": 3}, "bm3d"),

@@ -63,7 +63,7 @@ def _layout(
     channels = shape[channel_axis] if channel_axis is not None else 1
     rest = ndim - (channel_axis is not None)
     if spatial_dims is None:
-        spatial_dims = 2 if rest == 2 else 3
+        spatial_dims = 2 if rest <= 2 else 3
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if rest < spatial_dims:
