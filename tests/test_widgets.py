@@ -250,12 +250,25 @@ def test_nifti_reader_writer_round_trip(viewer, tmp_path):
     (layer,) = viewer.open(f"{data_path}/anatomical.nii", plugin=PLUGIN)
     assert tuple(layer.scale) == (2.0, 2.0, 2.0) and "nifti" in layer.metadata
     out = tmp_path / "saved.nii.gz"
-    viewer.layers.save(str(out), selected=False, plugin=PLUGIN) if False else layer.save(
-        str(out), plugin=PLUGIN
-    )
+    layer.save(str(out), plugin=PLUGIN)
     saved, source = nib.load(out), nib.load(f"{data_path}/anatomical.nii")
     np.testing.assert_array_equal(saved.affine, source.affine)
     np.testing.assert_array_equal(np.asanyarray(saved.dataobj), np.asanyarray(source.dataobj))
+
+
+def test_a_4d_nifti_opens_with_time_first_and_saves_back(viewer, tmp_path):
+    import nibabel as nib
+
+    series = np.random.default_rng(0).random((20, 24, 16, 3)).astype(np.float32)  # x, y, z, t
+    img = nib.Nifti1Image(series, np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_zooms((2.0, 2.0, 3.0, 1.5))
+    nib.save(img, tmp_path / "series.nii.gz")
+    (layer,) = viewer.open(tmp_path / "series.nii.gz", plugin=PLUGIN)
+    assert layer.data.shape == (3, 20, 24, 16) and tuple(layer.scale) == (1.0, 2.0, 2.0, 3.0)
+    layer.save(str(tmp_path / "saved.nii.gz"), plugin=PLUGIN)
+    saved = nib.load(tmp_path / "saved.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(saved.dataobj), series)
+    assert saved.header.get_zooms() == (2.0, 2.0, 3.0, 1.5)
 
 
 @pytest.mark.parametrize(("key", "ndim"), [("microscopy-2d", 2), ("rgb-2d", 2), ("mri-3d", 3)])

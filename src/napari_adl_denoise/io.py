@@ -1,6 +1,9 @@
 """Reading and writing images and volumes: TIFF, NIfTI, PNG/JPEG and NPY.
 
-NIfTI keeps its affine, header and voxel spacing from input to output. Writes are atomic.
+NIfTI keeps its affine, header and voxel spacing from input to output. NIfTI stores time (and any
+other non-spatial axis) after x, y and z; here, as in napari and :func:`~napari_adl_denoise.denoise`,
+such axes come first, so a 4D (x, y, z, t) file reads as (t, x, y, z), a stack of volumes, and is
+written back as (x, y, z, t). Writes are atomic.
 """
 
 from __future__ import annotations
@@ -67,12 +70,12 @@ def read_image(path: str | os.PathLike) -> ImageFile:
             import nibabel as nib
 
             img = nib.load(str(path))
-            return ImageFile(
-                np.asanyarray(img.dataobj),
-                fmt,
-                tuple(float(z) for z in img.header.get_zooms()),
-                {"affine": img.affine, "header": img.header},
-            )
+            data = np.asanyarray(img.dataobj)
+            zooms = tuple(float(z) for z in img.header.get_zooms())
+            if data.ndim > 3:  # (x, y, z, t, ...) -> (t, ..., x, y, z)
+                data = np.moveaxis(data, range(3, data.ndim), range(data.ndim - 3))
+                zooms = zooms[3:] + zooms[:3]
+            return ImageFile(data, fmt, zooms, {"affine": img.affine, "header": img.header})
         if fmt == "tiff":
             import tifffile
 
@@ -104,6 +107,8 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
 
             affine = like.extra.get("affine") if like is not None else None
             header = like.extra.get("header") if like is not None else None
+            if data.ndim > 3:  # (t, ..., x, y, z) -> (x, y, z, t, ...), as NIfTI stores it
+                data = np.moveaxis(data, range(data.ndim - 3), range(3, data.ndim))
             img = nib.Nifti1Image(data, affine if affine is not None else np.eye(4), header=header)
             img.set_data_dtype(data.dtype)
             nib.save(img, str(tmp))

@@ -1,5 +1,6 @@
 """NIfTI (.nii, .nii.gz) reader and writer: voxel spacing becomes the layer scale; the affine and
-header travel in ``layer.metadata["nifti"]`` and are written back on save."""
+header travel in ``layer.metadata["nifti"]`` and are written back on save. A 4D (x, y, z, t) file
+opens as (t, x, y, z): napari slides over time and shows spatial planes."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def read_nifti(path: str | list[str]) -> list[tuple[np.ndarray, dict[str, Any], 
     layers = []
     for p in paths:
         image = read_image(p)
-        spatial = min(image.data.ndim, 3)
+        spatial = min(image.data.ndim, 3)  # the last axes (io.read_image puts time first)
         scale = [1.0] * image.data.ndim
-        scale[:spatial] = [float(z) for z in image.spacing[:spatial]]
+        scale[-spatial:] = [float(z) for z in image.spacing[-spatial:]]
         meta = {
             "name": Path(p).name.removesuffix(".gz").removesuffix(".nii"),
             "scale": scale,
@@ -48,7 +49,7 @@ def write_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     affine = nifti.get("affine")
     if affine is None:
         affine = np.eye(4)
-        scale = list(meta.get("scale") or [1.0] * array.ndim)[:3]
+        scale = list(meta.get("scale") or [1.0] * array.ndim)[-3:]
         affine[: len(scale), : len(scale)] = np.diag(scale)
     like = ImageFile(array, "nifti", extra={"affine": affine, "header": nifti.get("header")})
     write_image(path, array, like=like)
