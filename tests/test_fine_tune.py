@@ -145,7 +145,7 @@ def test_cli_fine_tune_writes_the_model_and_bad_output_is_one_line(tmp_path, cap
     write_image(photo, data.astronaut()[:64, :64])
     assert main(["fine-tune", str(output), str(clean), str(photo)]) == 2
     assert "inputs mix colour PNG/JPEG images with other images" in capsys.readouterr().err
-    assert main(["fine-tune", str(tmp_path / "m.pt"), str(clean)]) == 2
+    assert main(["fine-tune", str(tmp_path / "m.pt"), str(tmp_path / "absent.tif")]) == 2  # output first
     error = "adl-denoise: error: output must be a .safetensors file or a plain model name, got 'm.pt'"
     assert capsys.readouterr().err.strip() == error
 

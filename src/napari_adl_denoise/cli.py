@@ -254,7 +254,9 @@ def _fine_tune(args: argparse.Namespace) -> int:
 
     from .io import read_image
     from .training import NoiseSpec, fine_tune
+    from .training.fine_tune import output_path
 
+    output_path(args.output)  # a bad output name fails before the inputs are read
     sources = [read_image(p) for p in args.inputs]
     axes = {_colour_axis(s, args.channel_axis) for s in sources}
     if len(axes) > 1:

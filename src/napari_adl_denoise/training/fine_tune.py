@@ -95,14 +95,8 @@ def fine_tune(
     ...         print(record.step, record.validation["psnr"])
     >>> denoise(noisy_volume, model="my-mri")  # doctest: +SKIP
     """
-    output = Path(output)
-    if len(output.parts) == 1 and not output.suffix:
-        output = user_model_path(str(output))
-        output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix != ".safetensors":
-        raise ValueError(f"output must be a .safetensors file or a plain model name, got {output.name!r}")
-    if not output.parent.is_dir():
-        raise ValueError(f"output folder does not exist: {output.parent}")
+    output = output_path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)  # the user models folder may not exist yet
     if steps < 1 or lr <= 0:
         raise ValueError(f"steps must be >= 1 and lr > 0, got steps={steps}, lr={lr}")
     train_arrays, sd, channels = _arrays(images, channel_axis, spatial_dims, "images")
@@ -153,6 +147,18 @@ def fine_tune(
         card = {**tuned.card, "base_model": info.name}
         card["training_config"]["output"] = str(output.parent)
         save_model(tuned.model, output, card, dtype=torch.float16)
+    return output
+
+
+def output_path(output: str | os.PathLike) -> Path:
+    """The file ``fine_tune`` writes for ``output``; ValueError (one line) if it cannot."""
+    output = Path(output)
+    if len(output.parts) == 1 and not output.suffix:
+        return user_model_path(str(output))
+    if output.suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file or a plain model name, got {output.name!r}")
+    if not output.parent.is_dir():
+        raise ValueError(f"output folder does not exist: {output.parent}")
     return output
 
 
