@@ -57,8 +57,8 @@ def fine_tune(
         suffix) to save it among your models (:func:`~napari_adl_denoise.user_models_dir`), where
         :func:`~napari_adl_denoise.list_models` lists it and ``model=name`` finds it.
     model : str or path-like, optional
-        The starting model: a bundled name or a ``.safetensors`` path; by default the bundled
-        model for the data.
+        The starting model: a name (see :func:`~napari_adl_denoise.list_models`) or a
+        ``.safetensors`` path; by default the bundled model for the data.
     channel_axis, spatial_dims : int, optional
         As for :func:`napari_adl_denoise.denoise`.
     noise : sequence of NoiseSpec, optional
