@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import ComboBox, FloatSpinBox, Label, SpinBox
+import numpy as np
+from magicgui.widgets import ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
 from .._adl import NoModelError, _tile_shape, as_loaded_model, default_model_info, estimate_memory
@@ -26,9 +27,12 @@ from ._layers import (
     model_widgets,
 )
 
+# A preview in 3D denoises this many planes around the current one: the 3D model's context in depth
+PREVIEW_SLAB = 32
+
 
 class DenoiseWidget(JobDock):
-    """Choose an image, a method and its model, the device and tiles; Run or Cancel."""
+    """Choose an image, a method and its model, the device and tiles; Run, Preview or Cancel."""
 
     title = "Denoise"
 
@@ -44,6 +48,7 @@ class DenoiseWidget(JobDock):
         self.tile = SpinBox(label="Tile size (0: auto)", min=0, max=4096, step=8, value=0)
         self.overlap = FloatSpinBox(label="Tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
         self.memory = Label(label="Memory")
+        self.preview_button = PushButton(text="Preview current slice", visible=False)
         super().__init__(
             [
                 self.image,
@@ -56,8 +61,10 @@ class DenoiseWidget(JobDock):
                 self.tile,
                 self.overlap,
                 self.memory,
+                self.preview_button,
             ]
         )
+        self.preview_button.changed.connect(self.preview)
         for widget in (
             self.image,
             self.method,
@@ -81,6 +88,7 @@ class DenoiseWidget(JobDock):
         self.model_file.visible = method.learned and self.model.value == MODEL_FILE
         layer = self.image.value
         self.mode.visible = layer is not None and layer.ndim - int(layer.rgb) >= 3
+        self.preview_button.visible = layer is not None and layer.ndim >= 3  # napari's ndim omits RGB
         self.memory.value = self._memory_text() if method.learned else ""
 
     def _memory_text(self) -> str:
@@ -107,6 +115,15 @@ class DenoiseWidget(JobDock):
 
     # -- actions -------------------------------------------------------------------------------
     def run(self) -> None:
+        """Denoise the whole layer into a new layer."""
+        self._denoise(preview=False)
+
+    def preview(self) -> None:
+        """Denoise only the plane on screen (with its neighbours as context in 3D), into one
+        preview layer per source and method, placed on that plane and replaced on each preview."""
+        self._denoise(preview=True)
+
+    def _denoise(self, preview: bool) -> None:
         layer = self.image.value
         if layer is None:
             show_warning("Denoise: add or choose an image layer first")
@@ -127,7 +144,11 @@ class DenoiseWidget(JobDock):
             "overlap": self.overlap.value,
             **layout,
         }
-        data = layer_array(layer)
+        planes, keep = [], ()
+        if preview:
+            data, planes, keep = self._preview_region(layer, layout["spatial_dims"])
+        else:
+            data = layer_array(layer)
         source = layer
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
 
@@ -140,14 +161,44 @@ class DenoiseWidget(JobDock):
             else:
                 kwargs.update(device="auto", tile_shape=None)
             result = yield from iter_denoise(data, **kwargs)
-            return result, card
+            return result[keep], card
 
         def add(output) -> None:
             result, card = output
             metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
-            self._viewer.add_image(
-                result, name=f"{source.name} [{method}]", metadata=metadata, **copy_placement(source)
-            )
-            self.status.value = f"added '{source.name} [{method}]'"
+            name = f"{source.name} [{method}]"
+            placement = copy_placement(source)
+            if preview:
+                name, metadata["napari_adl_denoise"]["plane"] = f"{name} preview", planes
+                placement["translate"] = _translate_to(source, planes)
+                if name in self._viewer.layers:
+                    self._viewer.layers.remove(name)
+            self._viewer.add_image(result, name=name, metadata=metadata, **placement)
+            self.status.value = f"added '{name}'"
 
-        self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising '{layer.name}' with {method}...")
+        what = f"plane {tuple(planes)} of '{layer.name}'" if preview else f"'{layer.name}'"
+        self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising {what} with {method}...")
+
+    def _preview_region(self, layer, spatial_dims: int) -> tuple[np.ndarray, list[int], tuple]:
+        """The data around the plane on screen: (region, plane index per leading axis, what of
+        the region's result to keep). Only that region is read, even from lazy data."""
+        lead = layer.ndim - 2  # axes before (Y, X); napari's ndim leaves out RGB channels
+        data = layer.data[0] if layer.multiscale else layer.data
+        position = layer.world_to_data(self._viewer.dims.point[-layer.ndim :])
+        planes = [int(np.clip(round(position[a]), 0, data.shape[a] - 1)) for a in range(lead)]
+        index = [slice(p, p + 1) for p in planes]
+        keep: tuple = ()
+        if spatial_dims == 3:  # a slab around the plane, so the 3D model has context in depth
+            depth, k = data.shape[lead - 1], planes[-1]
+            start = max(0, min(k - PREVIEW_SLAB // 2, depth - PREVIEW_SLAB))
+            index[-1] = slice(start, start + PREVIEW_SLAB)
+            keep = (*[slice(None)] * (lead - 1), slice(k - start, k - start + 1))
+        return np.asarray(data[tuple(index)]), planes, keep
+
+
+def _translate_to(layer, planes: list[int]) -> np.ndarray:
+    """The translate that puts a layer placed like ``layer`` at data index ``planes`` (leading axes)."""
+    offset = np.zeros(layer.ndim)
+    offset[: len(planes)] = planes
+    world = np.asarray(layer.data_to_world(offset)) - np.asarray(layer.data_to_world(np.zeros(layer.ndim)))
+    return np.asarray(layer.translate) + np.linalg.solve(layer.affine.linear_matrix, world)
