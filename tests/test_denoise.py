@@ -9,6 +9,7 @@ import torch
 import napari_adl_denoise as adl
 from napari_adl_denoise import NoModelError, denoise, iter_denoise
 from napari_adl_denoise._adl import MIN_TILE
+from napari_adl_denoise.inference import robust_range
 
 
 def _copy_and_freeze(image: np.ndarray) -> np.ndarray:
@@ -79,6 +80,14 @@ def test_stack_with_spatial_dims_2_is_denoised_slice_by_slice(tiny_2d):
     np.testing.assert_allclose(stack[0], single, atol=2e-3)
     np.testing.assert_allclose(stack[2], stack[0], atol=1e-6)
     assert not np.allclose(stack[1], single)  # each slice gets its own result
+
+
+def test_a_part_in_the_whole_images_intensity_range_gets_the_whole_images_result(tiny_2d):
+    stack = np.random.default_rng(0).random((4, 33, 47)).astype(np.float32) * np.arange(1, 5)[:, None, None]
+    whole = denoise(stack, model=tiny_2d, spatial_dims=2)
+    part = denoise(stack[2], model=tiny_2d, intensity_range=robust_range(stack))
+    np.testing.assert_allclose(part, whole[2], atol=1e-5)
+    assert not np.allclose(denoise(stack[2], model=tiny_2d), whole[2], atol=1e-3)  # its own range differs
 
 
 def test_4d_time_series_of_volumes(tiny_3d):
@@ -199,6 +208,8 @@ def test_sigma_option_reaches_classical_methods():
         ({"image": np.zeros((8, 8)), "method": "tv", "model": "x"}, "learned methods only"),
         ({"image": np.eye(8), "device": "tpu"}, "device"),
         ({"image": np.eye(8), "overlap": 1.5}, "overlap"),
+        ({"image": np.eye(8), "intensity_range": (1, 1)}, "intensity_range must be two finite numbers"),
+        ({"image": np.eye(8), "intensity_range": (0, np.nan)}, "intensity_range"),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(kwargs, message, tiny_2d):

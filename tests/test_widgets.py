@@ -97,9 +97,11 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
 
 def test_preview_denoises_the_plane_on_screen_in_place_and_replaces_itself(viewer, qtbot):
     from napari_adl_denoise import denoise
+    from napari_adl_denoise.inference import robust_range
 
     noise = np.random.default_rng(0).normal(0, 20, (40, 40, 48))
-    volume = (data.camera()[:40, :48][None].repeat(40, axis=0) + noise).astype(np.float32)
+    brighter = np.linspace(0.5, 1.5, 40)[:, None, None]  # so a slab's intensity range is not the volume's
+    volume = (data.camera()[:40, :48][None] * brighter + noise).astype(np.float32)
     layer = viewer.add_image(volume, name="vol", scale=(2, 0.5, 0.5), translate=(10, 0, 0))
     widget = add_widget(viewer, "Denoise")
     widget.image.value = layer
@@ -109,8 +111,10 @@ def test_preview_denoises_the_plane_on_screen_in_place_and_replaces_itself(viewe
     preview = viewer.layers["vol [adl] preview"]
     assert preview.data.shape == (1, 40, 48) and preview.metadata["napari_adl_denoise"]["plane"] == [30]
     assert tuple(preview.translate) == (70, 0, 0) and tuple(preview.scale) == (2, 0.5, 0.5)
-    # the 3D model on planes 8-39 around it (32 planes of context), as the API gives it
-    np.testing.assert_allclose(preview.data[0], denoise(volume[8:40])[30 - 8], atol=1e-4)
+    # the 3D model on planes 8-39 around it (32 planes of context), in the whole volume's range
+    whole_range = robust_range(volume)
+    expected = denoise(volume[8:40], intensity_range=whole_range)[30 - 8]
+    np.testing.assert_allclose(preview.data[0], expected, atol=1e-4)
     viewer.dims.set_point(0, 10 + 2 * 3)
     widget.mode.value = ui.SLICES
     click_and_wait(
@@ -120,7 +124,8 @@ def test_preview_denoises_the_plane_on_screen_in_place_and_replaces_itself(viewe
         lambda: viewer.layers["vol [adl] preview"].metadata["napari_adl_denoise"]["plane"] == [3],
     )
     assert [lay.name for lay in viewer.layers] == ["vol", "vol [adl] preview"]
-    np.testing.assert_allclose(viewer.layers["vol [adl] preview"].data[0], denoise(volume[3]), atol=1e-4)
+    expected = denoise(volume[3], intensity_range=whole_range)
+    np.testing.assert_allclose(viewer.layers["vol [adl] preview"].data[0], expected, atol=1e-4)
     assert tuple(viewer.layers["vol [adl] preview"].translate) == (16, 0, 0)
     widget.image.value = viewer.add_image(volume[0], name="plane")
     assert not shown(widget.preview_button, widget)  # a 2D image is its own preview

@@ -84,6 +84,7 @@ def iter_denoise(
     overlap: float = 0.25,
     channel_axis: int | None = None,
     spatial_dims: int | None = None,
+    intensity_range: tuple[float, float] | None = None,
     **options: Any,
 ) -> Generator[DenoiseProgress, None, np.ndarray]:
     """Denoise step by step: a generator yielding :class:`DenoiseProgress`, returning the result.
@@ -132,7 +133,12 @@ def iter_denoise(
     n_items = int(np.prod(lead, dtype=np.int64))
     items = np.moveaxis(canonical.reshape(channels, n_items, *spatial), 1, 0)
 
-    lo, hi = robust_range(array)
+    if intensity_range is None:
+        lo, hi = robust_range(array)
+    else:
+        lo, hi = (float(v) for v in intensity_range)
+        if not (np.isfinite([lo, hi]).all() and hi > lo):
+            raise ValueError(f"intensity_range must be two finite numbers, low < high, got {intensity_range}")
     scale = hi - lo
     runner = None
     if scale > 0:
@@ -170,6 +176,7 @@ def denoise(
     overlap: float = 0.25,
     channel_axis: int | None = None,
     spatial_dims: int | None = None,
+    intensity_range: tuple[float, float] | None = None,
     progress: Callable[[DenoiseProgress], object] | None = None,
     **options: Any,
 ) -> np.ndarray:
@@ -190,8 +197,8 @@ def denoise(
         ``"mps"``. GPUs run in mixed precision; on CUDA out-of-memory the tile is halved and
         retried, and finally the job moves to the CPU with a warning.
     tile_shape : int or tuple of int, optional
-        Tile size per spatial axis (rounded up to a multiple of 8). Default: 512x512 / 64^3 on
-        CPU, larger on GPU. Memory is bounded by the tile, not the image.
+        Tile size per spatial axis (rounded up to a multiple of 8). Default: 512x512 / about
+        32^3 on CPU, larger on GPU. Memory is bounded by the tile, not the image.
     overlap : float
         Fraction of a tile shared with its neighbours: the outer quarter of each overlap is
         discarded (too little context there) and the middle half cross-faded. Tiles under
@@ -204,6 +211,11 @@ def denoise(
     spatial_dims : {2, 3}, optional
         2: denoise slice by slice over the last two axes; 3: the last three axes are a volume.
         Default: 2 for 2D data, 3 otherwise. Leading axes (time, slices) are looped over.
+    intensity_range : (float, float), optional
+        The intensities mapped to 0 and 1 before denoising (and back after). Default: the 0.1
+        and 99.9 percentiles of ``image``. The networks are not shift-invariant, so a part of
+        an image (a slice, a chunk of a large volume) gives the whole image's result only with
+        the whole image's range: :func:`~napari_adl_denoise.inference.robust_range` of it.
     progress : callable, optional
         Called with a :class:`DenoiseProgress` after every tile.
     **options
@@ -238,6 +250,7 @@ def denoise(
         overlap=overlap,
         channel_axis=channel_axis,
         spatial_dims=spatial_dims,
+        intensity_range=intensity_range,
         **options,
     )
     try:

@@ -11,7 +11,7 @@ from napari.utils.notifications import show_warning
 from .._adl import NoModelError, _tile_shape, as_loaded_model, default_model_info, estimate_memory
 from .._device import available_devices, resolve_device
 from .._tiling import round_up
-from ..inference import iter_denoise
+from ..inference import iter_denoise, robust_range
 from ..methods import get_method, list_methods
 from ..weights import model_info
 from ._jobs import JobDock, copy_placement
@@ -144,9 +144,10 @@ class DenoiseWidget(JobDock):
             "overlap": self.overlap.value,
             **layout,
         }
-        planes, keep = [], ()
+        planes, keep, whole = [], (), None
         if preview:
             data, planes, keep = self._preview_region(layer, layout["spatial_dims"])
+            whole = layer.data[0] if layer.multiscale else layer.data  # for the Run's intensity range
         else:
             data = layer_array(layer)
         source = layer
@@ -160,6 +161,8 @@ class DenoiseWidget(JobDock):
                 kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
             else:
                 kwargs.update(device="auto", tile_shape=None)
+            if whole is not None:
+                kwargs["intensity_range"] = robust_range(whole)
             result = yield from iter_denoise(data, **kwargs)
             return result[keep], card
 
