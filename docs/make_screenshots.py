@@ -38,13 +38,14 @@ def shot(viewer, name: str) -> None:
 
 
 def denoise(viewer) -> None:
-    clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
+    clean, noisy = viewer.open_sample(PLUGIN, "mri-3d")
     clean.visible = False
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Denoise")
     widget.image.value = noisy
-    widget.method.value = "nlm"
-    widget.run_button.native.click()
+    viewer.dims.set_point(0, viewer.dims.range[0].stop / 2)  # a middle slice
+    widget.preview_button.native.click()
     wait(lambda: len(viewer.layers) == 3)
+    viewer.canvas.grid.enabled = True  # noisy and its preview side by side
     shot(viewer, "denoise.png")
 
 
