@@ -327,6 +327,25 @@ def test_context_menu_action_denoises_with_the_defaults(viewer, qtbot):
     denoise_layer(layer, viewer)
     qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=60_000)
     assert viewer.layers[1].name in ("noisy [nlm]", "noisy [adl]")
+    # an RGB stack: the 2D RGB model slice by slice (it asked for a 3D RGB model before)
+    stack = viewer.add_image(add_noise(data.astronaut()[None, :48, :64].repeat(3, axis=0), sigma=20, seed=0))
+    assert stack.rgb and stack.ndim == 3  # napari's ndim leaves out the colour axis
+    denoise_layer(stack, viewer)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=60_000)
+    assert viewer.layers[3].name.endswith("[adl]") and viewer.layers[3].data.shape == (3, 48, 64, 3)
+
+
+def test_an_rgb_stack_is_processed_slice_by_slice_unless_asked_otherwise(viewer, qtbot):
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = viewer.add_image(data.astronaut()[None, :48, :64].repeat(3, axis=0), name="rgb")
+    assert shown(widget.mode, widget) and widget.mode.value == ui.SLICES
+    assert widget.memory.value.startswith("~") and "adl-2d-rgb" in widget.memory.value
+    widget.method.value = "tv"
+    widget.mode.value = ui.VOLUME  # a classical method can treat it as a colour volume
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    assert viewer.layers[1].metadata["napari_adl_denoise"]["spatial_dims"] == 3
+    widget.image.value = viewer.add_image(np.zeros((4, 16, 16)), name="gray volume")
+    assert widget.mode.value == ui.VOLUME
 
 
 def test_closed_compare_widget_no_longer_follows_the_viewer(viewer, qtbot):

@@ -35,6 +35,12 @@ def layer_array(layer: Image) -> np.ndarray:
     return np.asarray(data)
 
 
+def default_mode(layers: list[Image]) -> str:
+    """How a stack is processed unless the user says otherwise: as volumes, except RGB stacks
+    (no bundled model is a 3D colour one)."""
+    return SLICES if any(layer.rgb for layer in layers) else VOLUME
+
+
 def model_widgets(label: str = "Model") -> tuple[ComboBox, FileEdit]:
     """A model choice (the bundled one for the data, a model's name, or a file) and its file box.
 
@@ -59,9 +65,11 @@ def model_arg(choice: ComboBox, file: FileEdit) -> str | None:
 
 
 def layout_args(layer: Image | None, mode: str) -> dict[str, Any]:
-    """``channel_axis`` and ``spatial_dims`` for a layer processed in ``mode`` (SLICES or VOLUME)."""
+    """``channel_axis`` and ``spatial_dims`` for a layer processed in ``mode`` (SLICES or VOLUME).
+
+    napari's ``ndim`` leaves out an RGB layer's colour axis: (Z, Y, X, 3) has ndim 3."""
     rgb = bool(layer is not None and layer.rgb)
-    ndim = 0 if layer is None else layer.ndim - (1 if rgb else 0)
+    ndim = 0 if layer is None else layer.ndim
     spatial_dims = 3 if ndim >= 3 and mode == VOLUME else 2
     return {"channel_axis": -1 if rgb else None, "spatial_dims": spatial_dims}
 

@@ -9,7 +9,7 @@ from napari.viewer import Viewer
 from .._adl import default_method
 from ..inference import iter_denoise
 from ._jobs import copy_placement, start_job
-from ._layers import layer_array
+from ._layers import default_mode, layer_array, layout_args
 
 
 def denoise_layer(layer: Layer, viewer: Viewer) -> None:
@@ -18,12 +18,11 @@ def denoise_layer(layer: Layer, viewer: Viewer) -> None:
         show_warning("Denoise: choose an image layer")
         return
     data = layer_array(layer)
-    rgb = layer.rgb
-    spatial_dims = 3 if layer.ndim - int(rgb) >= 3 else 2
-    method = default_method(spatial_dims, 3 if rgb else 1)
+    layout = layout_args(layer, default_mode([layer]))
+    method = default_method(layout["spatial_dims"], 3 if layer.rgb else 1)
 
     def job():
-        return (yield from iter_denoise(data, method, channel_axis=-1 if rgb else None))
+        return (yield from iter_denoise(data, method, **layout))
 
     def add(result) -> None:
         metadata = {"napari_adl_denoise": {"method": method, "source_layer": layer.name}}

@@ -19,6 +19,7 @@ from ._layers import (
     MODEL_FILE,
     SLICES,
     VOLUME,
+    default_mode,
     image_choices,
     keep_fresh,
     layer_array,
@@ -65,6 +66,7 @@ class DenoiseWidget(JobDock):
             ]
         )
         self.preview_button.changed.connect(self.preview)
+        self.image.changed.connect(self._default_mode)
         for widget in (
             self.image,
             self.method,
@@ -77,9 +79,14 @@ class DenoiseWidget(JobDock):
         ):
             widget.changed.connect(self._refresh)
         keep_fresh(napari_viewer, self)
+        self._default_mode(self.image.value)
         self._refresh()
 
     # -- state ---------------------------------------------------------------------------------
+    def _default_mode(self, layer) -> None:
+        if layer is not None:
+            self.mode.value = default_mode([layer])
+
     def _refresh(self, *_: Any) -> None:
         method = get_method(self.method.value)
         self.about.value = method.description
@@ -87,8 +94,8 @@ class DenoiseWidget(JobDock):
             widget.visible = method.learned
         self.model_file.visible = method.learned and self.model.value == MODEL_FILE
         layer = self.image.value
-        self.mode.visible = layer is not None and layer.ndim - int(layer.rgb) >= 3
-        self.preview_button.visible = layer is not None and layer.ndim >= 3  # napari's ndim omits RGB
+        self.mode.visible = layer is not None and layer.ndim >= 3  # napari's ndim omits RGB
+        self.preview_button.visible = self.mode.visible
         self.memory.value = self._memory_text() if method.learned else ""
 
     def _memory_text(self) -> str:

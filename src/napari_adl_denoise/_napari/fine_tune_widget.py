@@ -17,6 +17,7 @@ from ._layers import (
     MODELS,
     SLICES,
     VOLUME,
+    default_mode,
     image_choices,
     keep_fresh,
     layer_array,
@@ -70,13 +71,17 @@ class FineTuneWidget(JobDock):
             ],
             run_text="Fine-tune",
         )
+        self.images.changed.connect(self._default_mode)
         for widget in (self.images, self.model, self.noise):
             widget.changed.connect(self._refresh)
         keep_fresh(napari_viewer, self)
         self._refresh()
 
+    def _default_mode(self, layers) -> None:
+        self.mode.value = default_mode(layers)
+
     def _refresh(self, *_: Any) -> None:
-        self.mode.visible = any(layer.ndim - int(layer.rgb) >= 3 for layer in self.images.value)
+        self.mode.visible = any(layer.ndim >= 3 for layer in self.images.value)  # napari's ndim omits RGB
         self.model_file.visible = self.model.value == MODEL_FILE
         self.sigma_max.visible = self.noise.value != AS_TRAINED
 
