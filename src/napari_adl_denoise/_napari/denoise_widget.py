@@ -94,8 +94,8 @@ class DenoiseWidget(JobDock):
             widget.visible = method.learned
         self.model_file.visible = method.learned and self.model.value == MODEL_FILE
         layer = self.image.value
-        self.mode.visible = layer is not None and layer.ndim >= 3  # napari's ndim omits RGB
-        self.preview_button.visible = self.mode.visible
+        stack = layer is not None and layer.ndim >= 3  # napari's ndim leaves out RGB
+        self.mode.visible = self.preview_button.visible = stack
         self.memory.value = self._memory_text() if method.learned else ""
 
     def _memory_text(self) -> str:
