@@ -177,7 +177,7 @@ def list_models(*, user: bool = True) -> list[ModelInfo]:
     ----------
     user : bool
         Include your models. Files there that are not readable models, or that have a bundled
-        model's name, are left out.
+        model's name, are left out, as is the whole folder if it cannot be read.
 
     Returns
     -------
@@ -185,11 +185,13 @@ def list_models(*, user: bool = True) -> list[ModelInfo]:
         Empty when no model is installed.
     """
     bundled = [model_info(path) for path in sorted(bundled_dir().glob("*.safetensors"))]
-    if not user or not user_models_dir().is_dir():
-        return bundled
+    try:
+        paths = sorted(user_models_dir().glob("*.safetensors")) if user else []
+    except OSError:  # an unreadable folder lists nothing rather than breaking every dock
+        paths = []
     names = {m.name for m in bundled}
     yours = []
-    for path in sorted(user_models_dir().glob("*.safetensors")):
+    for path in paths:
         if path.stem not in names:
             try:
                 yours.append(model_info(path))
