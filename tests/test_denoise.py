@@ -210,6 +210,8 @@ def test_sigma_option_reaches_classical_methods():
         ({"image": np.eye(8), "overlap": 1.5}, "overlap"),
         ({"image": np.eye(8), "intensity_range": (1, 1)}, "intensity_range must be two finite numbers"),
         ({"image": np.eye(8), "intensity_range": (0, np.nan)}, "intensity_range"),
+        ({"image": np.eye(8), "intensity_range": 5}, "intensity_range must be two finite numbers"),
+        ({"image": np.eye(8), "intensity_range": (0, 1, 2)}, "intensity_range must be two finite numbers"),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(kwargs, message, tiny_2d):

@@ -136,9 +136,14 @@ def iter_denoise(
     if intensity_range is None:
         lo, hi = robust_range(array)
     else:
-        lo, hi = (float(v) for v in intensity_range)
+        try:
+            lo, hi = (float(v) for v in intensity_range)
+        except (TypeError, ValueError):
+            lo = hi = float("nan")
         if not (np.isfinite([lo, hi]).all() and hi > lo):
-            raise ValueError(f"intensity_range must be two finite numbers, low < high, got {intensity_range}")
+            raise ValueError(
+                f"intensity_range must be two finite numbers, low < high, got {intensity_range!r}"
+            )
     scale = hi - lo
     runner = None
     if scale > 0:
@@ -189,7 +194,8 @@ def denoise(
     method : str
         A name from :func:`~napari_adl_denoise.list_methods` ("adl", "nlm", "tv", ...).
     model : str, path, LoadedModel or EfficientUnet, optional
-        ADL weights: a bundled model name, a ``.safetensors`` file, or a network. By default
+        ADL weights: a model name (bundled or yours, see :func:`~napari_adl_denoise.list_models`),
+        a ``.safetensors`` file, or a network. By default
         the bundled model for the data (2D gray, 2D RGB or 3D); if none is installed a
         :class:`NoModelError` says so (untrained weights never denoise an image).
     device : str
