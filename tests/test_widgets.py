@@ -405,6 +405,10 @@ def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(
     widget.output.value = user_models / "adl-2d-gray.safetensors"
     widget.run_button.native.click()
     assert any("'adl-2d-gray' is a bundled model's name" in str(n.message) for n in notifications)
+    widget.output.value = tmp_path / "missing" / "m.safetensors"
+    widget.run_button.native.click()
+    assert any("output folder does not exist" in str(n.message) for n in notifications)
+    assert widget._worker is None  # refused before starting
     path = tmp_path / "m.safetensors"
     widget.output.value = path
     widget.run_button.native.click()

@@ -10,7 +10,8 @@ from napari.utils.notifications import show_info, show_warning
 
 from .._device import available_devices
 from ..training import NoiseSpec, fine_tune
-from ..weights import user_model_path, user_models_dir
+from ..training.fine_tune import output_path
+from ..weights import user_models_dir
 from ._jobs import JobDock
 from ._layers import (
     MODEL_FILE,
@@ -106,12 +107,12 @@ class FineTuneWidget(JobDock):
             show_warning("Fine-tune: choose where to save the model (a .safetensors file)")
             return
         yours = output.parent.resolve() == user_models_dir().resolve()
-        if yours:  # saved by name: fine_tune makes the folder, and Denoise lists the model
-            try:
-                output = user_model_path(output.stem)
-            except ValueError as exc:
-                show_warning(f"Fine-tune: {exc}")
-                return
+        target = output.stem if yours else output  # by name: fine_tune makes the folder
+        try:
+            output_path(target)
+        except ValueError as exc:
+            show_warning(f"Fine-tune: {exc}")
+            return
         layouts = {tuple(layout_args(layer, self.mode.value).items()) for layer in layers}
         if len(layouts) > 1:
             show_warning("Fine-tune: the chosen layers mix gray and RGB or 2D and 3D; choose one kind")
@@ -139,7 +140,6 @@ class FineTuneWidget(JobDock):
             show_info(f"Fine-tune: saved {path}")
 
         status = f"fine-tuning on {len(arrays)} image(s)..."
-        target = output.stem if yours else output
         job = self.start(lambda: fine_tune(arrays, target, **kwargs), "Fine-tune", done, status)
         job.yielded.connect(self._progress)
 
