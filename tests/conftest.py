@@ -31,6 +31,16 @@ def user_models(tmp_path_factory, monkeypatch):
     return folder
 
 
+def drain(steps):
+    """Run a progress generator to its end: (every record it yielded, its return value)."""
+    records = []
+    try:
+        while True:
+            records.append(next(steps))
+    except StopIteration as stop:
+        return records, stop.value
+
+
 def train_tiny(spatial_dims: int = 2, steps: int = 120, seed: int = 0) -> EfficientUnet:
     """A tiny Efficient-Unet trained briefly with L1 on camera patches: a real, local denoiser."""
     torch.manual_seed(seed)

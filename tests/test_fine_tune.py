@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import drain
 from nibabel.testing import data_path
 from skimage import data
 
@@ -17,15 +18,6 @@ from napari_adl_denoise.io import write_image
 from napari_adl_denoise.training import NoiseSpec, fine_tune
 
 SPECKLE = [NoiseSpec(kind="speckle", sigma=(20, 40))]
-
-
-def run(steps):
-    records = []
-    try:
-        while True:
-            records.append(next(steps))
-    except StopIteration as stop:
-        return records, stop.value
 
 
 @pytest.fixture
@@ -39,7 +31,7 @@ def test_fine_tuning_adapts_the_bundled_model_to_new_noise_and_saves_it_with_its
     clean = data.moon()[:256, :320].astype(np.float32)  # the last fifth of columns is held out
     before = clean.copy()
     output = tmp_path / "moon.safetensors"
-    records, path = run(fine_tune([clean], output, noise=SPECKLE, steps=40, lr=3e-4))
+    records, path = drain(fine_tune([clean], output, noise=SPECKLE, steps=40, lr=3e-4))
     assert path == output and (records[0].phase, records[0].step) == ("init", 0)
     scores = {r.step: r.validation["psnr"] for r in records[1:] if r.validation}
     best = max(scores, key=scores.get)
@@ -59,12 +51,12 @@ def test_fine_tuning_adapts_the_bundled_model_to_new_noise_and_saves_it_with_its
 
 def test_the_starting_models_own_noise_is_the_default(base, tmp_path):
     gen = fine_tune([data.camera()[:100, :120]], tmp_path / "m.safetensors", model=base, steps=2)
-    _, path = run(gen)
+    _, path = drain(gen)
     assert model_info(path).card["noise"][0]["sigma"] == [0, 40]
 
 
 def test_a_run_that_only_gets_worse_keeps_the_starting_weights(base, tmp_path):
-    records, path = run(fine_tune([data.camera()], tmp_path / "m.safetensors", model=base, steps=3, lr=0.1))
+    records, path = drain(fine_tune([data.camera()], tmp_path / "m.safetensors", model=base, steps=3, lr=0.1))
     assert all(r.validation["psnr"] < records[0].validation["psnr"] for r in records[1:])
     tuned = load_model(path)
     assert tuned.card["steps"] == 0 and tuned.card["validation"] == records[0].validation
@@ -76,13 +68,13 @@ def test_a_run_that_only_gets_worse_keeps_the_starting_weights(base, tmp_path):
 def test_a_diverging_run_says_so(base, tmp_path):
     output = tmp_path / "m.safetensors"
     with pytest.raises(ValueError, match="training diverged by step 1; lower the learning rate"):
-        run(fine_tune([data.camera()], output, model=base, steps=3, lr=10.0))
+        drain(fine_tune([data.camera()], output, model=base, steps=3, lr=10.0))
     assert not output.exists()
 
 
 def test_a_single_channel_axis_is_dropped_not_taken_for_space(base, tmp_path):
     image = data.camera()[None, :96, :128]  # (1, Y, X), channel_axis=0
-    _, path = run(fine_tune([image], tmp_path / "m.safetensors", model=base, channel_axis=0, steps=1))
+    _, path = drain(fine_tune([image], tmp_path / "m.safetensors", model=base, channel_axis=0, steps=1))
     card = model_info(path).card
     assert card["training_data"] == ["image 1 of shape (96, 102)"]
     assert card["validation_data"] == ["validation image 1 of shape (96, 26)"]
@@ -99,7 +91,7 @@ def test_stopping_writes_nothing(base, tmp_path):
 
 def test_a_plain_name_keeps_the_model_among_yours(base, user_models, capsys):
     clean = data.camera()[:96, :128]
-    _, path = run(fine_tune([clean], "cams", model=base, steps=2))
+    _, path = drain(fine_tune([clean], "cams", model=base, steps=2))
     assert path == user_models / "cams.safetensors"
     assert [(m.name, m.bundled) for m in list_models() if m.name == "cams"] == [("cams", False)]
     noisy = add_noise(clean.astype(np.float32), "gaussian", sigma=20, seed=0)
@@ -153,7 +145,7 @@ def test_cli_fine_tune_writes_the_model_and_bad_output_is_one_line(tmp_path, cap
 @pytest.mark.parametrize(("spatial_dims", "model"), [(3, "adl-3d-gray"), (2, "adl-2d-gray")])
 def test_a_volume_fine_tunes_the_3d_model_or_the_2d_one_slice_by_slice(spatial_dims, model, tmp_path):
     volume = np.asarray(nib.load(Path(data_path) / "anatomical.nii").dataobj, dtype=np.float32)
-    records, path = run(fine_tune([volume], tmp_path / "m.safetensors", spatial_dims=spatial_dims, steps=2))
+    records, path = drain(fine_tune([volume], tmp_path / "m.safetensors", spatial_dims=spatial_dims, steps=2))
     info = model_info(path)
     assert info.card["base_model"] == model and info.config.spatial_dims == spatial_dims
     assert [r.step for r in records] == [0, 1, 2]

@@ -12,6 +12,7 @@ import pytest
 import tifffile
 import torch
 import yaml
+from conftest import drain
 from nibabel.testing import data_path
 from skimage import data
 
@@ -56,13 +57,7 @@ def tiny_config(images: Path, output: Path, **overrides) -> TrainingConfig:
 
 
 def run(config, **kwargs):
-    steps = train(config, **kwargs)
-    records = []
-    try:
-        while True:
-            records.append(next(steps))
-    except StopIteration as stop:
-        return records, stop.value
+    return drain(train(config, **kwargs))
 
 
 def test_tiny_2d_run_beats_the_noisy_input_and_yields_a_usable_model(images, tmp_path):
