@@ -23,6 +23,22 @@ def test_compute_layer_imports_no_qt_or_napari():
     assert out.strip().splitlines()[-1] == "[]"
 
 
+def test_samples_and_demo_data_load_without_pytest():
+    """nibabel.testing imports pytest, which a user's environment lacks: the MRI sample and the demo
+    must find nibabel's data without it (the clean-wheel test below checks the whole package)."""
+    code = (
+        "import sys\n"
+        "sys.modules['pytest'] = None  # import pytest now raises ModuleNotFoundError\n"
+        "from napari_adl_denoise import demo\n"
+        "from napari_adl_denoise._napari import sample_data\n"
+        "(clean, meta, _), _ = sample_data.mri_3d()\n"
+        "assert clean.shape == demo.samples()['mri'][0].shape == (33, 41, 25), clean.shape\n"
+        "assert meta['scale'] == [2.0, 2.0, 2.0]\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
 def test_manifest_is_found_from_the_installed_package():
     manifest = PluginManifest.from_distribution("napari-adl-denoise")
     assert manifest.name == "napari-adl-denoise"

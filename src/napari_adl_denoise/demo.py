@@ -8,6 +8,7 @@ bundled ADL model for each kind of data when one is installed, otherwise non-loc
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 from pathlib import Path
 
@@ -21,6 +22,21 @@ from .noise import add_noise
 from .weights import list_models
 
 
+def nibabel_data_file(name: str) -> Path:
+    """A file of the test data nibabel installs (``nibabel/tests/data``).
+
+    Found without importing ``nibabel.testing``, which imports pytest: a user's environment has
+    no pytest, and the demo and the MRI sample failed there with ModuleNotFoundError.
+    """
+    spec = importlib.util.find_spec("nibabel")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("nibabel is not installed")
+    path = Path(spec.origin).parent / "tests" / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"nibabel's test data has no {name} (looked in {path.parent})")
+    return path
+
+
 def samples() -> dict[str, tuple[np.ndarray, dict, ImageFile | None]]:
     """Real clean data that ships with installed packages: ``name -> (array, kwargs, source)``.
 
@@ -29,10 +45,9 @@ def samples() -> dict[str, tuple[np.ndarray, dict, ImageFile | None]]:
     never saw any of them in training.
     """
     import pywt
-    from nibabel.testing import data_path
     from skimage import data
 
-    mri = read_image(Path(data_path) / "anatomical.nii")
+    mri = read_image(nibabel_data_file("anatomical.nii"))
     return {
         "aero": (pywt.data.aero(), {}, None),
         "coffee": (data.coffee(), {"channel_axis": -1}, None),

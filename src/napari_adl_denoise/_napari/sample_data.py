@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..noise import add_noise
@@ -35,11 +33,10 @@ def rgb_2d() -> list[tuple]:
 
 def mri_3d() -> list[tuple]:
     """nibabel's anatomical.nii (3D T1 MRI, 2 mm voxels) with Rician noise sigma 15."""
-    from nibabel.testing import data_path
-
+    from ..demo import nibabel_data_file
     from .nifti import read_nifti
 
-    ((data, meta, _),) = read_nifti(str(Path(data_path) / "anatomical.nii"))
+    ((data, meta, _),) = read_nifti(str(nibabel_data_file("anatomical.nii")))
     clean = np.asarray(data, dtype=np.float32)
     return _pair(
         clean, "mri", {"kind": "rician", "sigma": 15}, scale=meta["scale"], metadata=meta["metadata"]
