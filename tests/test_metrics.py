@@ -97,3 +97,53 @@ def test_bad_input_names_the_problem(args, message):
         metrics.compare(*args)
     with pytest.raises(ValueError, match="data_range"):
         metrics.psnr(np.eye(8), np.eye(8) * 2, data_range=-1)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_compare_on_a_stack_scores_each_image_as_denoise_treats_it(spatial_dims):
+    """A (t, z, y, x) series with 3 planes in z: SSIM per volume or per plane, averaged; PSNR and
+    MSE over everything, in the whole reference's range."""
+    rng = np.random.default_rng(0)
+    clean = rng.random((3, 9, 33, 41)) * 100
+    noisy = clean + rng.normal(0, 5, clean.shape)
+    scores = metrics.compare(clean, noisy, spatial_dims=spatial_dims)
+    items = clean.reshape(-1, *clean.shape[-spatial_dims:]), noisy.reshape(-1, *clean.shape[-spatial_dims:])
+    data_range = clean.max() - clean.min()
+    expected = np.mean([metrics.ssim(c, n, data_range) for c, n in zip(*items, strict=True)])
+    assert scores["ssim"] == pytest.approx(expected) and scores["data_range"] == data_range
+    assert scores["psnr"] == pytest.approx(metrics.psnr(clean, noisy))
+    with pytest.raises(ValueError, match="spatial_dims"):
+        metrics.compare(clean[0, 0], noisy[0, 0], spatial_dims=3)
+
+
+def test_compare_on_an_rgb_stack_keeps_colour():
+    clean = np.stack([data.astronaut()[:64, :80], data.coffee()[:64, :80]]).astype(np.float64)
+    noisy = np.clip(add_noise(clean, sigma=20, seed=0), 0, 255)
+    scores = metrics.compare(clean, noisy, channel_axis=-1, spatial_dims=2)
+    per_image = [
+        metrics.ssim(c, n, clean.max() - clean.min(), channel_axis=-1)
+        for c, n in zip(clean, noisy, strict=True)
+    ]
+    assert scores["ssim"] == pytest.approx(np.mean(per_image)) and "delta_e" in scores
+
+
+def test_line_profile_samples_only_inside_the_image():
+    image = np.arange(20 * 30, dtype=np.float64).reshape(20, 30)
+    fraction, values = metrics.line_profile(image, (5, -10), (5, 39))  # runs 10 px past each side
+    np.testing.assert_allclose(values, image[5])  # one sample per pixel, none past the edges
+    assert fraction[0] == pytest.approx(10 / 49) and fraction[-1] == pytest.approx(39 / 49)
+    fraction, values = metrics.line_profile(image, (25, 0), (30, 29))  # below the image
+    assert fraction.size == values.size == 0
+    rgb = np.stack([image, image + 3, image + 6], axis=-1)
+    _, values = metrics.line_profile(rgb, (0, 0), (0, 29), channel_axis=-1)
+    np.testing.assert_allclose(values, image[0] + 3)
+    volume = np.stack([image, image * 2])
+    _, values = metrics.line_profile(volume, (1, 5, 0), (1, 5, 29))
+    np.testing.assert_allclose(values, 2 * image[5])
+
+
+def test_residual_statistics():
+    rng = np.random.default_rng(0)
+    clean = rng.random((17, 33))
+    stats = metrics.residual_statistics(clean + 1, clean)
+    assert stats == pytest.approx({"mean": 1, "std": 0, "min": 1, "max": 1})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["compare", "delta_e", "mse", "psnr", "ssim", "vifp"]
+__all__ = ["compare", "delta_e", "line_profile", "mse", "psnr", "residual_statistics", "ssim", "vifp"]
 
 VIFP_MIN_SIZE = 65  # four scales of valid filtering (17, 9, 5, 3 taps) and halving
 
@@ -171,19 +171,42 @@ def vifp(
     )
 
 
+def _items(
+    a: np.ndarray, channel_axis: int | None, spatial_dims: int | None
+) -> tuple[np.ndarray, int | None]:
+    """``a`` as a stack of items of ``spatial_dims`` spatial axes (plus the channel axis, last)."""
+    if channel_axis is not None:
+        a = np.moveaxis(a, channel_axis, -1)
+    spatial = a.ndim - (channel_axis is not None)
+    dims = spatial if spatial_dims is None else spatial_dims
+    if spatial_dims is not None and (dims not in (2, 3) or dims > spatial):
+        raise ValueError(f"spatial_dims must be 2 or 3 and at most the image's {spatial} spatial axes")
+    item = a.shape[spatial - dims :]
+    return a.reshape(-1, *item), (-1 if channel_axis is not None else None)
+
+
 def compare(
     reference: npt.ArrayLike,
     test: npt.ArrayLike,
     data_range: float | None = None,
     channel_axis: int | None = None,
+    spatial_dims: int | None = None,
 ) -> dict[str, float]:
     """All metrics of ``test`` against ``reference``.
+
+    Parameters
+    ----------
+    spatial_dims
+        2 or 3: the last 2 or 3 axes (besides ``channel_axis``) are an image; the axes before them
+        are a stack of images, as :func:`napari_adl_denoise.denoise` treats them. SSIM and VIFP
+        are then the mean over the stack's images; PSNR, MSE and DeltaE are over all values, with
+        one ``data_range`` (the whole reference's). Default: every axis is spatial.
 
     Returns
     -------
     dict
-        ``psnr``, ``ssim``, ``mse``, ``vifp`` (when every spatial axis has >= 65 pixels),
-        ``delta_e`` (RGB only) and the ``data_range`` used.
+        ``psnr``, ``ssim``, ``mse``, ``vifp`` (when every spatial axis has >= 65 pixels, see
+        ``VIFP_MIN_SIZE``), ``delta_e`` (RGB only) and the ``data_range`` used.
 
     Examples
     --------
@@ -192,18 +215,83 @@ def compare(
     >>> scores = compare(clean, add_noise(clean, sigma=25, seed=0))  # doctest: +SKIP
     >>> round(scores["psnr"], 1)  # doctest: +SKIP
     20.2
+    >>> scores = compare(clean_tzyx, denoised_tzyx, spatial_dims=3)  # doctest: +SKIP
     """
     ref, tst = _pair(reference, test)
     data_range = _data_range(ref, data_range)
+    refs, axis = _items(ref, channel_axis, spatial_dims)
+    tsts, _ = _items(tst, channel_axis, spatial_dims)
     scores = {
         "psnr": psnr(ref, tst, data_range),
-        "ssim": ssim(ref, tst, data_range, channel_axis),
+        "ssim": float(np.mean([ssim(r, t, data_range, axis) for r, t in zip(refs, tsts, strict=True)])),
         "mse": mse(ref, tst),
     }
-    spatial = [s for a, s in enumerate(ref.shape) if channel_axis is None or a != channel_axis % ref.ndim]
+    spatial = refs.shape[1:-1] if axis is not None else refs.shape[1:]
     if min(spatial) >= VIFP_MIN_SIZE:
-        scores["vifp"] = vifp(ref, tst, data_range, channel_axis)
+        scores["vifp"] = float(
+            np.mean([vifp(r, t, data_range, axis) for r, t in zip(refs, tsts, strict=True)])
+        )
     if channel_axis is not None and ref.shape[channel_axis] == 3:
         scores["delta_e"] = delta_e(ref - ref.min(), tst - ref.min(), data_range, channel_axis)
     scores["data_range"] = data_range
     return scores
+
+
+def residual_statistics(noisy: npt.ArrayLike, denoised: npt.ArrayLike) -> dict[str, float]:
+    """Mean, standard deviation, min and max of the residual ``noisy - denoised``: without a clean
+    reference, what a denoiser removed (zero-mean and structureless if it removed only noise)."""
+    a, b = _pair(noisy, denoised)
+    residual = a - b
+    return {
+        "mean": float(residual.mean()),
+        "std": float(residual.std()),
+        "min": float(residual.min()),
+        "max": float(residual.max()),
+    }
+
+
+def line_profile(
+    image: npt.ArrayLike,
+    start: npt.ArrayLike,
+    stop: npt.ArrayLike,
+    channel_axis: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Intensities along the segment from ``start`` to ``stop``, only where it lies in the image.
+
+    ``start`` and ``stop`` are coordinates of every axis but ``channel_axis`` (pixel centres are
+    at 0, 1, ..., n - 1); the part of the segment outside the image is left out, never filled
+    with edge values. Samples are one pixel apart, linearly interpolated; channels are averaged.
+
+    Returns
+    -------
+    fraction, values
+        Where each sample lies on the whole segment (0 at ``start``, 1 at ``stop``), and its
+        intensity; both empty when the segment misses the image.
+    """
+    from scipy.ndimage import map_coordinates
+
+    data = np.asarray(image, dtype=np.float64)
+    if channel_axis is not None:
+        data = np.moveaxis(data, channel_axis, -1)
+    shape = data.shape[:-1] if channel_axis is not None else data.shape
+    p0, p1 = np.asarray(start, dtype=np.float64), np.asarray(stop, dtype=np.float64)
+    if p0.shape != (len(shape),) or p1.shape != (len(shape),):
+        raise ValueError(f"start and stop need {len(shape)} coordinates, got {p0.shape} and {p1.shape}")
+    # the part of the segment p0 + t (p1 - p0), t in [0, 1], inside 0 <= x <= n - 1 on every axis
+    lo, hi = 0.0, 1.0
+    for a, b, n in zip(p0, p1, shape, strict=True):
+        if a == b:
+            if not 0 <= a <= n - 1:
+                lo, hi = 1.0, 0.0
+            continue
+        t0, t1 = sorted(((0 - a) / (b - a), (n - 1 - a) / (b - a)))
+        lo, hi = max(lo, t0), min(hi, t1)
+    if lo > hi:
+        return np.empty(0), np.empty(0)
+    length = float(np.linalg.norm(p1 - p0)) * (hi - lo)
+    fraction = np.linspace(lo, hi, max(int(np.ceil(length)) + 1, 2))
+    coords = (p0[:, None] + fraction[None] * (p1 - p0)[:, None]).clip(0, np.asarray(shape)[:, None] - 1)
+    if channel_axis is None:
+        return fraction, map_coordinates(data, coords, order=1)
+    channels = [map_coordinates(data[..., c], coords, order=1) for c in range(data.shape[-1])]
+    return fraction, np.mean(channels, axis=0)
