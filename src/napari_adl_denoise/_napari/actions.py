@@ -1,4 +1,4 @@
-"""The layer context-menu action: denoise the selected image with the defaults."""
+"""Layers > Filter > Denoise with defaults: denoise the selected image layer with the defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from napari.viewer import Viewer
 from .._adl import default_method
 from ..inference import iter_denoise
 from ._jobs import copy_placement, start_job
-from ._layers import default_mode, layer_array, layout_args
+from ._layers import default_mode, join_alpha, layer_array, layout_args, split_alpha
 
 
 def denoise_layer(layer: Layer, viewer: Viewer) -> None:
@@ -17,12 +17,12 @@ def denoise_layer(layer: Layer, viewer: Viewer) -> None:
     if not isinstance(layer, Image):
         show_warning("Denoise: choose an image layer")
         return
-    data = layer_array(layer)
+    data, alpha = split_alpha(layer_array(layer), layer.rgb)  # RGBA: denoise the colour, keep alpha
     layout = layout_args(layer, default_mode([layer]))
     method = default_method(layout["spatial_dims"], 3 if layer.rgb else 1)
 
     def job():
-        return (yield from iter_denoise(data, method, **layout))
+        return join_alpha((yield from iter_denoise(data, method, **layout)), alpha)
 
     def add(result) -> None:
         metadata = {"napari_adl_denoise": {"method": method, "source_layer": layer.name}}
