@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 from nibabel.testing import data_path
@@ -65,6 +68,7 @@ def test_denoise_widget_adds_a_placed_layer_with_metadata_and_never_overwrites(v
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 3)
     first, second = viewer.layers[1], viewer.layers[2]
     assert first.name == "noisy [tv]" and second.name != first.name
+    assert widget.status.value == f"added '{second.name}'"  # the name napari gave it
     np.testing.assert_array_equal(first.data, second.data)
     assert tuple(first.scale) == (0.5, 0.25) and tuple(first.translate) == (3, 4)
     assert first.colormap.name == "magma" and tuple(first.contrast_limits) == (0, 200)
@@ -89,7 +93,7 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
     assert widget.memory.value == "tiny3d is a 3D model; the data is denoised in 2D"
     widget.mode.value = ui.VOLUME
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
-    out = viewer.layers["vol [adl]"]
+    out = viewer.layers["vol [adl tiny3d]"]  # not the bundled model: its name is in the result's
     assert out.data.shape == volume.shape
     meta = out.metadata["napari_adl_denoise"]
     assert meta["spatial_dims"] == 3 and meta["model"]["description"] == "tiny test model"
@@ -158,6 +162,7 @@ def test_cancel_or_closing_the_dock_or_viewer_stops_the_job_and_adds_nothing(
     seen = []
     widget.run_button.native.click()
     widget._worker.yielded.connect(seen.append)
+    assert not widget.run_button.enabled and not widget.preview_button.enabled  # one job at a time
     qtbot.waitUntil(lambda: len(seen) >= 3, timeout=30_000)
     added = []
     viewer.layers.events.inserted.connect(added.append)
@@ -171,7 +176,9 @@ def test_cancel_or_closing_the_dock_or_viewer_stops_the_job_and_adds_nothing(
     qtbot.wait(200)  # a result delivered late would add its layer now
     assert not added and seen[-1].fraction < 0.5
     if stop == "Cancel":
-        assert widget.run_button.enabled and not widget.cancel_button.enabled
+        assert (
+            widget.run_button.enabled and widget.preview_button.enabled and not widget.cancel_button.enabled
+        )
 
 
 def test_layer_choices_follow_renames_until_the_dock_closes(viewer):
@@ -277,7 +284,11 @@ def test_compare_widget_profile_follows_the_3d_slice_and_residuals_without_refer
     odd = viewer.add_image(volume[:, :30], name="odd")
     widget.reset_choices()
     widget.denoised.value = [odd]
-    assert any("shapes differ" in str(n.message) for n in notifications)
+    # said in the dock, not as a notification per choice while the user is still choosing
+    assert "shapes differ" in widget.message.value and "odd (5, 30, 50)" in widget.message.value
+    assert not any("shapes differ" in str(n.message) for n in notifications)
+    widget.denoised.value = [den]
+    assert widget.message.value == ""
 
 
 def test_nifti_reader_writer_round_trip(viewer, tmp_path):
@@ -315,24 +326,46 @@ def test_sample_data_gives_clean_and_noisy_pairs(viewer, key, ndim):
     assert not np.array_equal(layers[0].data, layers[1].data)
 
 
-def test_context_menu_action_denoises_with_the_defaults(viewer, qtbot):
+def test_layers_filter_menu_denoises_the_selected_image_with_the_defaults(viewer, qtbot):
+    """The action is in napari's own Layers > Filter menu, enabled for an image layer (napari 0.5
+    and later let plugins add to no right-click menu: the manifest must name only menus they can)."""
+    from napari._app_model.constants._menus import is_menu_contributable
     from npe2 import PluginManager
 
     from napari_adl_denoise._napari.actions import denoise_layer
 
     manifest = PluginManager.instance().get_manifest(PLUGIN)
-    (item,) = manifest.contributions.menus["napari/layers/context"]
-    assert item.command == "napari-adl-denoise.denoise_layer" and "image" in item.when
+    assert manifest.contributions.menus and all(
+        is_menu_contributable(m) for m in manifest.contributions.menus
+    )
+    (filter_menu,) = [
+        a.menu() for a in viewer.window.layers_menu.actions() if a.menu() and a.menu().title() == "Filter"
+    ]
+    (action,) = [a for a in filter_menu.actions() if a.objectName() == "napari-adl-denoise.denoise_layer"]
+    assert action.text() == "Denoise with defaults (ADL Denoise)"
+    viewer.window._update_layers_menu_state()
+    assert not action.isEnabled()  # no layer selected
     layer = noisy_image(viewer)
-    denoise_layer(layer, viewer)
+    viewer.window._update_layers_menu_state()
+    assert action.isEnabled()
+    action.trigger()
     qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=60_000)
     assert viewer.layers[1].name in ("noisy [nlm]", "noisy [adl]")
+    np.testing.assert_array_equal(viewer.layers[1].scale, layer.scale)
     # an RGB stack: the 2D RGB model slice by slice (it asked for a 3D RGB model before)
     stack = viewer.add_image(add_noise(data.astronaut()[None, :48, :64].repeat(3, axis=0), sigma=20, seed=0))
     assert stack.rgb and stack.ndim == 3  # napari's ndim leaves out the colour axis
     denoise_layer(stack, viewer)
     qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=60_000)
     assert viewer.layers[3].name.endswith("[adl]") and viewer.layers[3].data.shape == (3, 48, 64, 3)
+    # RGBA: the colour denoised, the alpha kept
+    rgba = np.dstack(
+        [data.astronaut()[:48, :64], np.linspace(0, 255, 64, dtype=np.uint8)[None].repeat(48, 0)]
+    )
+    denoise_layer(viewer.add_image(rgba, name="rgba"), viewer)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 6, timeout=60_000)
+    assert viewer.layers[5].data.shape == (48, 64, 4)
+    np.testing.assert_array_equal(viewer.layers[5].data[..., 3], rgba[..., 3])
 
 
 def test_an_rgb_stack_is_processed_slice_by_slice_unless_asked_otherwise(viewer, qtbot):
@@ -346,6 +379,8 @@ def test_an_rgb_stack_is_processed_slice_by_slice_unless_asked_otherwise(viewer,
     assert viewer.layers[1].metadata["napari_adl_denoise"]["spatial_dims"] == 3
     widget.image.value = viewer.add_image(np.zeros((4, 16, 16)), name="gray volume")
     assert widget.mode.value == ui.VOLUME
+    widget.image.value = viewer.add_image(np.zeros((1, 64, 64)), name="one plane")
+    assert widget.mode.value == ui.SLICES  # a 3D model on one plane was ~15x slower
 
 
 def test_closed_compare_widget_no_longer_follows_the_viewer(viewer, qtbot):
@@ -382,7 +417,8 @@ def test_fine_tune_widget_saves_a_model_the_denoise_dock_lists_and_uses(viewer, 
     np.testing.assert_array_equal(layer.data, before)
     card = model_info("my-model").card
     assert card["base_model"] == "adl-2d-gray" and card["noise"][0]["kind"] == "speckle"
-    assert "my-model" in denoise.model.choices and "my-model" in widget.model.choices
+    for dock in (denoise, widget):  # listed with the models, above "model file..."
+        assert list(dock.model.choices)[-2:] == ["my-model", ui.MODEL_FILE]
     denoise.image.value = layer
     denoise.model.value = "my-model"
     assert "(my-model, b = 8)" in denoise.memory.value
@@ -393,6 +429,8 @@ def test_fine_tune_widget_saves_a_model_the_denoise_dock_lists_and_uses(viewer, 
 def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(
     viewer, qtbot, notifications, tmp_path, user_models
 ):
+    from napari.utils import progress
+
     widget = add_widget(viewer, "Fine-tune")
     widget.run_button.native.click()
     assert any("choose one or more clean image layers" in str(n.message) for n in notifications)
@@ -422,7 +460,197 @@ def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(
     widget.run_button.native.click()
     widget._worker.yielded.connect(seen.append)
     qtbot.waitUntil(lambda: len(seen) >= 2, timeout=30_000)
+    (bar,) = [b for b in progress._all_instances if b.desc == "Fine-tune"]
+    assert bar.total == 100_000 and bar.unit == "step" and bar.n == seen[-1].step  # steps, not percent
     widget.cancel_button.native.click()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     assert widget.status.value == "cancelled: nothing saved" and not path.exists()
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_a_failure_at_once_still_reaches_the_status_line(viewer, qtbot, monkeypatch, tmp_path):
+    """A job that fails before the dock connected its handler left "denoising ..." on screen: the
+    worker here runs synchronously inside start(), so any handler connected after it misses it."""
+    from napari.qt.threading import GeneratorWorker
+
+    import napari_adl_denoise.weights as weights
+
+    monkeypatch.setattr(weights, "bundled_dir", lambda: tmp_path)  # no model: the job fails at once
+    monkeypatch.setattr(GeneratorWorker, "start", GeneratorWorker.run)
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = noisy_image(viewer)
+    widget.method.value = "adl"
+    widget.run_button.native.click()
+    assert widget.status.value.startswith("failed:") and "no ADL model" in widget.status.value
+    assert widget._worker is None and widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_denoise_dock_denoises_rgba_colour_and_keeps_alpha(viewer, qtbot):
+    rgb = add_noise(data.astronaut()[:64, :80], sigma=20, seed=0, clip=True).astype(np.uint8)
+    alpha = np.linspace(0, 255, 80, dtype=np.uint8)[None].repeat(64, 0)
+    layer = viewer.add_image(np.dstack([rgb, alpha]), name="rgba")
+    assert layer.rgb
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    assert "adl-2d-rgb" in widget.memory.value
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    out = viewer.layers["rgba [adl]"]
+    assert out.data.shape == (64, 80, 4) and out.rgb
+    np.testing.assert_array_equal(out.data[..., 3], alpha)
+    from napari_adl_denoise import denoise
+
+    np.testing.assert_allclose(out.data[..., :3], denoise(rgb, channel_axis=-1), atol=1e-4)
+
+
+def compare_dock(viewer, reference, noisy, denoised):
+    widget = add_widget(viewer, "Compare")
+    widget.reference.value = reference
+    widget.noisy.value = noisy
+    widget.denoised.value = denoised
+    widget.update_button.native.click()
+    return widget
+
+
+def test_compare_profile_stays_inside_the_image_and_a_new_pair_gets_a_new_line(viewer, qtbot):
+    image = np.arange(40 * 60, dtype=np.float32).reshape(40, 60)
+    noisy = viewer.add_image(image, name="noisy")
+    widget = compare_dock(viewer, None, noisy, [])
+    line = viewer.layers["profile line"]
+    line.data = [np.array([[10.0, -20.0], [10.0, 79.0]])]  # 20 px past each side
+    values = widget.ax_profile.lines[0].get_ydata()
+    np.testing.assert_allclose(values, image[10])  # no flat edge values past the image
+    distance = widget.ax_profile.lines[0].get_xdata()
+    assert distance[0] == pytest.approx(20) and distance[-1] == pytest.approx(79)
+    line.data = [np.array([[50.0, 0.0], [50.0, 59.0]])]  # below the image
+    assert not widget.ax_profile.lines and "misses the image" in widget.ax_profile.texts[0].get_text()
+    other = viewer.add_image(np.ones((20, 30), np.float32), name="other", translate=(100, 100))
+    widget.reset_choices()
+    widget.noisy.value = other  # a new pair: a new line across the middle of the new image
+    np.testing.assert_allclose(line.data[0], [[110, 100], [110, 129]])
+    assert widget.ax_profile.lines[0].get_ydata().size == 30
+
+
+def test_compare_scores_a_4d_series_volume_by_volume(viewer, qtbot):
+    rng = np.random.default_rng(0)
+    clean = (rng.random((3, 33, 41, 25)) * 100).astype(np.float32)  # (t, z, y, x), as 4D NIfTI opens
+    noisy = clean + rng.normal(0, 10, clean.shape).astype(np.float32)
+    ref = viewer.add_image(clean, name="clean")
+    noisy_layer = viewer.add_image(noisy, name="noisy")
+    widget = compare_dock(viewer, ref, noisy_layer, [])
+    assert shown(widget.mode, widget) and widget.mode.value == ui.VOLUME
+    qtbot.waitUntil(lambda: widget._worker is None and len(widget.rows) == 1, timeout=60_000)
+    from napari_adl_denoise import metrics
+
+    expected = metrics.compare(clean, noisy, spatial_dims=3)
+    assert (
+        float(widget.rows[0][2]) == pytest.approx(expected["ssim"], rel=1e-3) and widget.message.value == ""
+    )
+    # VIFP needs 65 px per axis: the table says why it is missing
+    assert widget.rows[0][widget.header.index("VIFP")] == "n/a: an axis < 65 px"
+    widget.mode.value = ui.SLICES
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(
+        lambda: (
+            float(widget.rows[0][2])
+            == pytest.approx(metrics.compare(clean, noisy, spatial_dims=2)["ssim"], rel=1e-3)
+        ),
+        timeout=60_000,
+    )
+
+
+def test_compare_exports_add_the_suffix_keep_full_precision_and_are_atomic(viewer, qtbot, tmp_path):
+    clean = data.camera()[:96, :128].astype(np.float32)
+    noisy = add_noise(clean, sigma=25, seed=0)
+    ref, noisy_layer = viewer.add_image(clean, name="clean"), viewer.add_image(noisy, name="noisy")
+    widget = compare_dock(viewer, ref, noisy_layer, [])
+    qtbot.waitUntil(lambda: widget._worker is None and len(widget.rows) == 1, timeout=60_000)
+    table = widget.export_table(tmp_path / "scores")
+    assert table == tmp_path / "scores.csv"
+    with open(table) as f:
+        header, row = list(csv.reader(f))
+    from napari_adl_denoise import metrics
+
+    expected = metrics.compare(clean, noisy)
+    assert float(row[header.index("PSNR (dB)")]) == expected["psnr"]  # every digit, not 4
+    assert float(row[header.index("MSE")]) == expected["mse"]
+    assert widget.export_figure(tmp_path / "plots") == tmp_path / "plots.png"
+    assert widget.export_figure(tmp_path / "plots.svg").read_text().startswith("<?xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "plots.png",
+        "plots.svg",
+        "scores.csv",
+    ]  # no temp files
+
+
+def test_every_control_has_a_tooltip_with_its_unit(viewer):
+    from magicgui.widgets import Label
+
+    docks = {name: add_widget(viewer, name) for name in ("Denoise", "Simulate noise", "Compare", "Fine-tune")}
+    for name, dock in docks.items():
+        for control in dock:
+            if not isinstance(control, Label):
+                assert control.tooltip, f"{name}: {control.label or control.text} has no tooltip"
+    denoise = docks["Denoise"]
+    assert "pixels" in denoise.tile.tooltip and "0 = auto" in denoise.tile.tooltip
+    assert "fraction" in denoise.overlap.tooltip
+    assert (
+        "0-255" in docks["Simulate noise"].sigma.tooltip and "photons" in docks["Simulate noise"].peak.tooltip
+    )
+    assert "0-255" in docks["Fine-tune"].sigma_max.tooltip and "step" in docks["Fine-tune"].lr.tooltip
+
+
+def test_docks_scroll_and_fit_a_1080p_screen(viewer, qtbot):
+    """All four docks in one column used to make the window 1957 px tall (Denoise and Compare:
+    1314 px), with the table and export buttons off a 1080p screen."""
+    from qtpy.QtWidgets import QScrollArea
+
+    window = viewer.window._qt_window
+    docks = {}
+    for name in ("Denoise", "Simulate noise", "Compare", "Fine-tune"):
+        wrapper, docks[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        scroll = wrapper.widget()  # what napari docked: the scroll area around the controls
+        assert isinstance(scroll, QScrollArea) and scroll is docks[name].native
+        assert scroll.widget() is docks[name].body
+    hint = window.minimumSizeHint()
+    assert hint.height() <= 1000 and hint.width() <= 1900  # room for a task bar and a title bar
+    window.resize(1920, 1080)
+    qtbot.wait(100)
+    compare = docks["Compare"]
+    compare.native.ensureWidgetVisible(compare.export_table_button.native)
+    qtbot.wait(50)
+    button = compare.export_table_button.native
+    corner = button.mapTo(compare.native.viewport(), button.rect().bottomLeft())
+    assert 0 <= corner.y() <= compare.native.viewport().height()  # scrolled into view
+    # the plots take the room a dock is given
+    viewer.window.remove_dock_widget(docks["Denoise"].native)
+    viewer.window.remove_dock_widget(docks["Fine-tune"].native)
+    viewer.window.remove_dock_widget(docks["Simulate noise"].native)
+    qtbot.wait(100)
+    small = compare.canvas.height()
+    window.resize(1920, 1600)
+    qtbot.waitUntil(lambda: compare.canvas.height() > small, timeout=5_000)
+
+
+def test_napari_picks_our_reader_for_nifti(viewer, tmp_path):
+    """napari's own reader also claims *.nii and *.nii.gz (and fails on them without ITK): with two
+    readers and no preference, File > Open asks every time and viewer.open(path, plugin=None)
+    raises. Using the plugin once makes ours the preference, unless the user chose another."""
+    import gzip
+
+    from napari.settings import get_settings
+    from npe2 import PluginManager
+
+    from napari_adl_denoise._napari import activate
+
+    # npe2 calls it when the plugin is first used (a dock, a sample, the reader, the menu)
+    assert PluginManager.instance().get_manifest(PLUGIN).on_activate == "napari_adl_denoise._napari:activate"
+    settings = get_settings().plugins
+    settings.extension2reader = {"*.nii": "another-plugin"}  # the user's choice stays
+    activate()
+    assert settings.extension2reader == {"*.nii": "another-plugin", "*.nii.gz": PLUGIN}
+    path = tmp_path / "anatomical.nii.gz"
+    path.write_bytes(gzip.compress(Path(f"{data_path}/anatomical.nii").read_bytes()))
+    (layer,) = viewer.open(path, plugin=None)  # napari chooses
+    assert tuple(layer.scale) == (2.0, 2.0, 2.0) and "nifti" in layer.metadata
+    viewer.window._qt_viewer._qt_open([str(path)], stack=False)  # File > Open: no dialog
+    assert len(viewer.layers) == 2 and "nifti" in viewer.layers[-1].metadata

@@ -9,6 +9,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image
 from psygnal import Signal
+from qtpy.QtCore import QSignalBlocker
 
 from ..weights import list_models
 
@@ -36,9 +37,27 @@ def layer_array(layer: Image) -> np.ndarray:
 
 
 def default_mode(layers: list[Image]) -> str:
-    """How a stack is processed unless the user says otherwise: as volumes, except RGB stacks
-    (no bundled model is a 3D colour one)."""
-    return SLICES if any(layer.rgb for layer in layers) else VOLUME
+    """How a stack is processed unless the user says otherwise: as volumes, except RGB stacks (no
+    bundled model is a 3D colour one) and stacks of one plane (1 x 2048 x 2048: the 3D model's
+    small tiles took ~15x as long as 2D slices)."""
+    if any(layer.rgb for layer in layers):
+        return SLICES
+    if any(layer.ndim >= 3 and layer.data.shape[-3] == 1 for layer in layers):
+        return SLICES
+    return VOLUME
+
+
+def split_alpha(data: np.ndarray, rgb: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """An RGBA layer's colour, to denoise, and its alpha, kept as it is (as ``adl-denoise denoise``
+    does for PNG); other data and no alpha."""
+    if rgb and data.shape[-1] == 4:
+        return data[..., :3], data[..., 3:]
+    return data, None
+
+
+def join_alpha(result: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``result`` with the alpha :func:`split_alpha` kept, in the result's dtype."""
+    return result if alpha is None else np.concatenate([result, alpha.astype(result.dtype)], axis=-1)
 
 
 def model_widgets(label: str = "Model") -> tuple[ComboBox, FileEdit]:
@@ -50,8 +69,34 @@ def model_widgets(label: str = "Model") -> tuple[ComboBox, FileEdit]:
     def names(_) -> list[str]:
         return [AUTO_MODEL, *(m.name for m in list_models()), MODEL_FILE]
 
-    choice = ComboBox(label=label, choices=names)
-    return choice, FileEdit(label="Model file", filter="*.safetensors", visible=False)
+    choice = _ModelChoice(
+        label=label,
+        choices=names,
+        tooltip="The ADL network: the bundled one for the data (2D gray, 2D RGB or 3D), one of "
+        "yours (Fine-tune saves them by name), or a .safetensors file.",
+    )
+    file = FileEdit(
+        label="Model file", filter="*.safetensors", visible=False, tooltip="A .safetensors model file."
+    )
+    return choice, file
+
+
+class _ModelChoice(ComboBox):
+    """The model list, kept in order: magicgui appends a new choice (a model just saved) at the
+    end, below "model file..."."""
+
+    def reset_choices(self, *_: Any) -> None:
+        super().reset_choices()
+        wanted = list(self._default_choices(self))  # names (strings), see model_widgets
+        box = self.native
+        if [box.itemText(i) for i in range(box.count())] == wanted:
+            return
+        current = box.currentText()
+        with QSignalBlocker(box):
+            box.clear()
+            for name in wanted:
+                box.addItem(name, name)
+            box.setCurrentIndex(max(box.findText(current), 0))
 
 
 def model_arg(choice: ComboBox, file: FileEdit) -> str | None:

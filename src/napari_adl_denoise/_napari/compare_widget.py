@@ -10,20 +10,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Select
+from magicgui.widgets import CheckBox, ComboBox, Label, PushButton, Select
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_warning
-from qtpy.QtWidgets import QFileDialog, QTableWidget, QTableWidgetItem
-from scipy.ndimage import map_coordinates
+from qtpy.QtWidgets import QFileDialog, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from .. import metrics
+from .._files import atomic_path
+from ._dock import Dock
 from ._jobs import copy_placement, start_job
-from ._layers import image_choices, keep_fresh, layer_array, on_close
+from ._layers import (
+    SLICES,
+    VOLUME,
+    default_mode,
+    image_choices,
+    keep_fresh,
+    layer_array,
+    layout_args,
+    on_close,
+)
 
 LINE_LAYER = "profile line"
 _HIST_SAMPLES = 1_000_000
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mse": "MSE", "vifp": "VIFP", "delta_e": "DeltaE"}
+VIFP_OMITTED = f"n/a: an axis < {metrics.VIFP_MIN_SIZE} px"
 
 
 @dataclass(frozen=True)
@@ -31,61 +44,115 @@ class _Step:
     fraction: float
 
 
-class CompareWidget(Container):
+class CompareWidget(Dock):
     """Compare a noisy layer and denoised layers, against a clean reference when there is one."""
 
     def __init__(self, napari_viewer) -> None:
         self._viewer = napari_viewer
         viewer = napari_viewer
         self.reference = ComboBox(
-            label="Reference (clean)", choices=lambda _: image_choices(viewer), nullable=True
+            label="Reference (clean)",
+            choices=lambda _: image_choices(viewer),
+            nullable=True,
+            tooltip="The clean image the others are scored against (PSNR, SSIM, ...). "
+            "Leave empty to see residual statistics (noisy - denoised) instead.",
         )
-        self.noisy = ComboBox(label="Noisy", choices=lambda _: image_choices(viewer))
-        self.denoised = Select(label="Denoised", choices=lambda _: image_choices(viewer))
-        self.log_counts = CheckBox(text="Histogram: log counts", value=True)
-        self.update_button = PushButton(text="Update")
-        self.residual_button = PushButton(text="Add residual layers (noisy - denoised)")
+        self.noisy = ComboBox(
+            label="Noisy",
+            choices=lambda _: image_choices(viewer),
+            tooltip="The noisy input: plotted, scored against the reference, and the base of the residuals.",
+        )
+        self.denoised = Select(
+            label="Denoised",
+            choices=lambda _: image_choices(viewer),
+            tooltip="One or more results to compare (Ctrl/Cmd-click to choose several).",
+        )
+        self.mode = ComboBox(
+            label="Score as",
+            choices=[SLICES, VOLUME],
+            value=VOLUME,
+            visible=False,
+            tooltip="For stacks: score each 2D slice or each 3D volume and average SSIM and VIFP "
+            "over them, as Denoise processes the stack. PSNR and MSE are over all voxels.",
+        )
+        self.log_counts = CheckBox(
+            text="Histogram: log counts", value=True, tooltip="Counts on a logarithmic axis."
+        )
+        self.update_button = PushButton(
+            text="Update", tooltip="Recompute the histograms, the line profile and the table."
+        )
+        self.message = Label(label="")
+        self.message.native.setWordWrap(True)
+        self.residual_button = PushButton(
+            text="Add residual layers (noisy - denoised)",
+            tooltip="A new layer per denoised layer: what the denoiser removed. Pure noise shows "
+            "no structure of the image.",
+        )
         self.data_range = Label(label="Data range")
-        self.export_figure_button = PushButton(text="Export figure...")
-        self.export_table_button = PushButton(text="Export table...")
+        self.data_range.native.setWordWrap(True)
+        self.data_range.tooltip = "The intensity range PSNR and SSIM use: the reference's max - min."
+        self.export_figure_button = PushButton(
+            text="Export figure...", tooltip="Save the plots as PNG, SVG or PDF (by the file's extension)."
+        )
+        self.export_table_button = PushButton(
+            text="Export table...", tooltip="Save the table as CSV, at full precision."
+        )
         super().__init__(
-            widgets=[
+            [
                 self.reference,
                 self.noisy,
                 self.denoised,
+                self.mode,
                 self.log_counts,
                 self.update_button,
+                self.message,
                 self.data_range,
                 self.residual_button,
                 self.export_figure_button,
                 self.export_table_button,
-            ]
+            ],
+            stretch=False,  # the plots take the spare height
         )
-        self.figure = Figure(figsize=(4, 5), layout="constrained")
+        self.figure = Figure(figsize=(4, 4), layout="constrained")
         self.ax_histogram, self.ax_profile = self.figure.subplots(2, 1)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(360)
+        self.canvas.setMinimumHeight(240)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.canvas.setToolTip(
+            "Top: intensity histograms. Bottom: intensities along the line in the 'profile line' "
+            "layer, on the slice on screen (drag its ends to move it)."
+        )
         self.table = QTableWidget()
-        self.table.setMinimumHeight(120)
-        self.native.layout().addWidget(self.canvas)
-        self.native.layout().addWidget(self.table)
+        self.table.setMinimumHeight(110)
+        self.table.setToolTip(
+            "PSNR (dB, higher is better), SSIM (0-1), MSE (intensity units squared), VIFP (1 = "
+            "identical), DeltaE (CIEDE2000, RGB only; lower is better)."
+        )
+        self.body.layout().addWidget(self.canvas, 2)
+        self.body.layout().addWidget(self.table, 1)
         self.header: list[str] = []
-        self.rows: list[list[str]] = []
+        self.rows: list[list[str]] = []  # as shown
+        self.values: list[list] = []  # as exported: numbers at full precision, "" when omitted
         self._line_layer: Shapes | None = None
+        self._line_for: Image | None = None  # the noisy layer the profile line was drawn for
         self._worker = None  # the metrics job in flight; a newer request cancels it
         self._closed = False
         on_close(self, self._close)
 
-        for widget in (self.reference, self.noisy, self.denoised, self.log_counts):
+        for widget in (self.reference, self.noisy, self.denoised, self.mode, self.log_counts):
             widget.changed.connect(self.refresh)
+        self.noisy.changed.connect(self._default_mode)
         self.update_button.changed.connect(self.refresh)
         self.residual_button.changed.connect(self.add_residuals)
         self.export_figure_button.changed.connect(
-            lambda: self._ask_and_export(self.export_figure, "*.png *.svg *.pdf")
+            lambda: self._ask_and_export(self.export_figure, "Figures (*.png *.svg *.pdf)")
         )
-        self.export_table_button.changed.connect(lambda: self._ask_and_export(self.export_table, "*.csv"))
+        self.export_table_button.changed.connect(
+            lambda: self._ask_and_export(self.export_table, "CSV (*.csv)")
+        )
         viewer.dims.events.current_step.connect(self.update_profile)
         keep_fresh(viewer, self)
+        self._default_mode(self.noisy.value)
 
     # -- which layers ------------------------------------------------------------------------------
     def _tests(self) -> list[Image]:
@@ -97,18 +164,33 @@ class CompareWidget(Container):
         return ([ref] if ref is not None else []) + [t for t in self._tests() if t is not ref]
 
     def _consistent(self) -> bool:
+        """Whether the chosen layers can be compared; if not, the dock says why (no notification:
+        the user may still be choosing)."""
         layers = self._all()
         shapes = {layer.data.shape for layer in layers}
         if len(shapes) > 1:
             names = ", ".join(f"{layer.name} {layer.data.shape}" for layer in layers)
-            show_warning(f"Compare: the layers' shapes differ ({names})")
+            self.message.value = f"The layers' shapes differ: {names}. Choose layers of one shape."
             return False
+        self.message.value = ""
         return bool(layers)
+
+    def _default_mode(self, layer) -> None:
+        if layer is not None:
+            self.mode.value = default_mode([layer])
+
+    def _processing(self) -> dict:
+        noisy = self.noisy.value
+        self.mode.visible = noisy is not None and noisy.ndim >= 3  # napari's ndim leaves out RGB
+        return layout_args(noisy, self.mode.value)
 
     # -- refresh -----------------------------------------------------------------------------------
     def refresh(self, *_) -> None:
-        if self._closed or self.noisy.value is None or not self._consistent():
+        if self._closed:
             return
+        self._processing()
+        if self.noisy.value not in self._viewer.layers or not self._consistent():
+            return  # no noisy layer, or one being removed
         self.update_histograms()
         self.update_profile()
         self.update_table()
@@ -134,64 +216,90 @@ class CompareWidget(Container):
 
     # -- line profile ------------------------------------------------------------------------------
     def line_layer(self) -> Shapes:
-        """The Shapes layer holding the profile line; a horizontal line across the middle if none."""
+        """The Shapes layer holding the profile line.
+
+        A horizontal line across the middle of the noisy layer is drawn when there is none, and
+        again when the noisy layer changes: a line drawn for other layers may miss this one."""
+        noisy = self.noisy.value
         existing = next((layer for layer in self._viewer.layers if layer.name == LINE_LAYER), None)
-        if isinstance(existing, Shapes) and len(existing.data):
-            layer = existing
-        else:
-            noisy = self.noisy.value
-            shape = noisy.data.shape[:-1] if noisy.rgb else noisy.data.shape
-            start = np.zeros(len(shape))
-            start[-2] = shape[-2] // 2  # the middle row, from the first to the last pixel centre
-            stop = start.copy()
-            stop[-1] = shape[-1] - 1
-            line = np.array([np.asarray(noisy.data_to_world(p))[-2:] for p in (start, stop)])
-            layer = self._viewer.add_shapes(
-                [line], shape_type="line", name=LINE_LAYER, edge_color="yellow", edge_width=2
-            )
-            self._viewer.layers.selection.active = self.noisy.value
+        layer = existing if isinstance(existing, Shapes) else None
+        if (
+            layer is None
+            or not len(layer.data)
+            or (self._line_for is not None and self._line_for is not noisy)
+        ):
+            line = self._middle_line(noisy)
+            if layer is None:
+                layer = self._viewer.add_shapes(
+                    [line], shape_type="line", name=LINE_LAYER, edge_color="yellow", edge_width=2
+                )
+                self._viewer.layers.selection.active = noisy
+            else:
+                layer.events.data.disconnect(self.update_profile)  # one redraw, below
+                layer.data = [(line, "line")]
+        self._line_for = noisy
         if layer is not self._line_layer:
-            layer.events.data.connect(self.update_profile)
+            if self._line_layer is not None:
+                self._line_layer.events.data.disconnect(self.update_profile)
             self._line_layer = layer
+        layer.events.data.disconnect(self.update_profile)
+        layer.events.data.connect(self.update_profile)
         return layer
 
+    @staticmethod
+    def _middle_line(layer: Image) -> np.ndarray:
+        """The middle row of ``layer``, first to last pixel centre, in world coordinates."""
+        shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
+        start = np.zeros(len(shape))
+        start[-2] = shape[-2] // 2
+        stop = start.copy()
+        stop[-1] = shape[-1] - 1
+        return np.array([np.asarray(layer.data_to_world(p))[-2:] for p in (start, stop)])
+
     def profile(self, layer: Image) -> tuple[np.ndarray, np.ndarray]:
-        """Distance (world units) and intensity along the line, on the slice being displayed."""
+        """Distance (world units) and intensity along the line, on the slice being displayed; only
+        where the line lies inside ``layer`` (both empty if it misses it)."""
         line_layer = self.line_layer()
         line = np.asarray(line_layer.data[-1])[[0, -1]]
         ends = []
         for vertex in line:
             world = np.array(self._viewer.dims.point, dtype=float)
             world[-2:] = np.asarray(line_layer.data_to_world(vertex))[-2:]
-            ends.append(np.asarray(layer.world_to_data(world[-layer.ndim :])))
-        start, stop = ends
-        count = max(int(np.ceil(np.linalg.norm(stop - start))) + 1, 2)
-        coords = np.linspace(start, stop, count).T
-        data = layer_array(layer).astype(np.float32)
-        if layer.rgb:
-            values = np.mean(
-                [
-                    map_coordinates(data[..., c], coords, order=1, mode="nearest")
-                    for c in range(data.shape[-1])
-                ],
-                axis=0,
-            )
-        else:
-            values = map_coordinates(data, coords, order=1, mode="nearest")
+            end = np.asarray(layer.world_to_data(world[-layer.ndim :]), dtype=float)
+            end[:-2] = np.round(end[:-2])  # the plane napari shows
+            ends.append(end)
+        fraction, values = metrics.line_profile(
+            layer_array(layer), ends[0], ends[1], channel_axis=-1 if layer.rgb else None
+        )
         world_length = float(np.linalg.norm(np.diff(line, axis=0)))
-        return np.linspace(0, world_length, count), values
+        return fraction * world_length, values
 
     def update_profile(self, *_) -> None:
-        if self._closed or self.noisy.value is None or not self._all():
+        if self._closed or self.noisy.value not in self._viewer.layers or not self._all():
             return
         ax = self.ax_profile
         ax.clear()
+        missed = []
         for layer in self._all():
             distance, values = self.profile(layer)
-            ax.plot(distance, values, label=layer.name, linewidth=1)
+            if values.size:
+                ax.plot(distance, values, label=layer.name, linewidth=1)
+            else:
+                missed.append(layer.name)
         ax.set_title("Line profile (current slice)", fontsize=9)
-        ax.set_xlabel("distance (world units)", fontsize=8)
-        ax.legend(fontsize=7)
+        ax.set_xlabel("distance along the line (world units)", fontsize=8)
+        if missed:
+            ax.text(
+                0.5,
+                0.5,
+                "The profile line misses the image\non this slice: draw it across the image.",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
+        if ax.lines:
+            ax.legend(fontsize=7)
         self.canvas.draw_idle()
 
     # -- metrics -----------------------------------------------------------------------------------
@@ -201,7 +309,7 @@ class CompareWidget(Container):
         noisy = self.noisy.value
         if reference is not None:
             ref = layer_array(reference)
-            channel_axis = -1 if reference.rgb else None
+            layout = self._processing()
             pairs = [(t.name, layer_array(t)) for t in tests]
             data_range = float(ref.max()) - float(ref.min())
             self.data_range.value = f"{data_range:g} (the reference's max - min)"
@@ -210,33 +318,24 @@ class CompareWidget(Container):
                 rows = []
                 for k, (name, test) in enumerate(pairs):
                     yield _Step(k / len(pairs))
-                    scores = metrics.compare(ref, test, channel_axis=channel_axis)
-                    rows.append((name, scores))
+                    rows.append((name, metrics.compare(ref, test, **layout)))
                 return rows
 
             if self._worker is not None:
                 self._worker.quit()
             worker = start_job(job, "Compare: metrics", self._show_metrics, lambda: self._job_done(worker))
+            worker.errored.connect(self._metrics_failed)
             self._worker = worker
         else:
             self.data_range.value = "no reference: residual statistics (noisy - denoised)"
-            base = layer_array(noisy).astype(np.float64)
-            header = ["layer", "residual mean", "residual std", "residual min", "residual max"]
-            rows = []
-            for t in tests:
-                if t is noisy:
-                    continue
-                residual = base - layer_array(t)
-                rows.append(
-                    [
-                        t.name,
-                        *(
-                            f"{v:.4g}"
-                            for v in (residual.mean(), residual.std(), residual.min(), residual.max())
-                        ),
-                    ]
-                )
-            self._fill(header, rows)
+            names = ["mean", "std", "min", "max"]
+            base = layer_array(noisy)
+            values = [
+                [t.name, *(metrics.residual_statistics(base, layer_array(t))[n] for n in names)]
+                for t in tests
+                if t is not noisy
+            ]
+            self._fill(["layer", *(f"residual {n}" for n in names)], values)
 
     def _close(self) -> None:
         """Stop following the viewer: the widget was closed."""
@@ -251,26 +350,41 @@ class CompareWidget(Container):
         if self._worker is worker:
             self._worker = None
 
+    def _metrics_failed(self, exc: Exception) -> None:
+        if not self._closed:
+            self.message.value = f"Metrics failed: {exc}"
+
     def _show_metrics(self, rows) -> None:
         if self._closed:  # a result that arrived after the widget was closed
             return
-        names = ["psnr", "ssim", "mse", "vifp", "delta_e"]
-        present = [n for n in names if any(n in scores for _, scores in rows)]
-        labels = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mse": "MSE", "vifp": "VIFP", "delta_e": "DeltaE"}
-        table = [
-            [name, *(f"{scores[n]:.4g}" if n in scores else "" for n in present)] for name, scores in rows
-        ]
-        self._fill(["layer", *(labels[n] for n in present)], table)
+        present = [n for n in LABELS if n != "delta_e" or any(n in scores for _, scores in rows)]
+        values = [[name, *(scores.get(n, "") for n in present)] for name, scores in rows]
+        self._fill(["layer", *(LABELS[n] for n in present)], values)
 
-    def _fill(self, header: list[str], rows: list[list[str]]) -> None:
-        self.header, self.rows = header, rows
+    def _fill(self, header: list[str], values: list[list]) -> None:
+        """Show ``values`` (a name, then numbers or "" where a metric was left out) in the table."""
+        self.header, self.values = header, values
+        vifp = header.index("VIFP") if "VIFP" in header else None
+        self.rows = [
+            [
+                f"{v:.4g}" if isinstance(v, float) else (VIFP_OMITTED if c == vifp and v == "" else str(v))
+                for c, v in enumerate(row)
+            ]
+            for row in values
+        ]
         self.table.clear()
         self.table.setColumnCount(len(header))
-        self.table.setRowCount(len(rows))
+        self.table.setRowCount(len(self.rows))
         self.table.setHorizontalHeaderLabels(header)
-        for r, row in enumerate(rows):
-            for c, value in enumerate(row):
-                self.table.setItem(r, c, QTableWidgetItem(value))
+        for r, row in enumerate(self.rows):
+            for c, text in enumerate(row):
+                item = QTableWidgetItem(text)
+                if c == vifp and text == VIFP_OMITTED:
+                    item.setToolTip(
+                        f"VIFP needs at least {metrics.VIFP_MIN_SIZE} pixels along every spatial axis "
+                        "(four scales of filtering and halving)."
+                    )
+                self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
 
     # -- actions -----------------------------------------------------------------------------------
@@ -290,17 +404,29 @@ class CompareWidget(Container):
             self._viewer.add_image(residual, name=f"residual {noisy.name} - {layer.name}", **kwargs)
 
     def export_figure(self, path: str | Path) -> Path:
-        self.figure.savefig(path, dpi=150)
-        return Path(path)
+        """Save the plots; the format follows the extension (PNG when there is none)."""
+        path = Path(path)
+        if path.suffix.lower() not in FIGURE_SUFFIXES:
+            path = path.with_name(path.name + ".png")
+        with atomic_path(path) as tmp:
+            self.figure.savefig(tmp, dpi=150, format=path.suffix[1:].lower())
+        return path
 
     def export_table(self, path: str | Path) -> Path:
-        with open(path, "w", newline="") as f:
+        """Save the table as CSV: numbers at full precision, empty where a metric was left out."""
+        path = Path(path)
+        if path.suffix.lower() != ".csv":
+            path = path.with_name(path.name + ".csv")
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(self.header)
-            writer.writerows(self.rows)
-        return Path(path)
+            # str(float) is the shortest text that reads back as the same number
+            writer.writerows(
+                [row[0], *(str(float(v)) if v != "" else "" for v in row[1:])] for row in self.values
+            )
+        return path
 
     def _ask_and_export(self, export, pattern: str) -> None:
         path, _ = QFileDialog.getSaveFileName(self.native, "Export", "", pattern)
         if path:
-            export(path)
+            self.message.value = f"saved {export(path)}"

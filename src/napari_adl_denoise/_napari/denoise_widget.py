@@ -21,11 +21,13 @@ from ._layers import (
     VOLUME,
     default_mode,
     image_choices,
+    join_alpha,
     keep_fresh,
     layer_array,
     layout_args,
     model_arg,
     model_widgets,
+    split_alpha,
 )
 
 # A preview in 3D denoises this many planes around the current one: the 3D model's context in depth
@@ -39,17 +41,65 @@ class DenoiseWidget(JobDock):
 
     def __init__(self, napari_viewer) -> None:
         self._viewer = napari_viewer
-        self.image = ComboBox(label="Image", choices=lambda _: image_choices(napari_viewer), nullable=False)
+        self.image = ComboBox(
+            label="Image",
+            choices=lambda _: image_choices(napari_viewer),
+            nullable=False,
+            tooltip="The image layer to denoise: 2D, RGB(A), a 3D volume or a stack. It is never "
+            "modified; the result is a new layer.",
+        )
         methods = [m for m in list_methods() if get_method(m).available]
-        self.method = ComboBox(label="Method", choices=methods, value="adl")
+        self.method = ComboBox(
+            label="Method",
+            choices=methods,
+            value="adl",
+            tooltip="adl: the learned denoiser (blind: no noise level needed). The others are "
+            "classical baselines for comparison.",
+        )
         self.about = Label(label="")
+        self.about.native.setWordWrap(True)
         self.model, self.model_file = model_widgets()
-        self.device = ComboBox(label="Device", choices=["auto", *available_devices()], value="auto")
-        self.mode = ComboBox(label="Process as", choices=[SLICES, VOLUME], value=VOLUME, visible=False)
-        self.tile = SpinBox(label="Tile size (0: auto)", min=0, max=4096, step=8, value=0)
-        self.overlap = FloatSpinBox(label="Tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
+        self.device = ComboBox(
+            label="Device",
+            choices=["auto", *available_devices()],
+            value="auto",
+            tooltip="Where the network runs: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
+        )
+        self.mode = ComboBox(
+            label="Process as",
+            choices=[SLICES, VOLUME],
+            value=VOLUME,
+            visible=False,
+            tooltip="A stack: each 2D slice with a 2D model, or each 3D volume (the last three "
+            "axes) with a 3D model. Single-plane and RGB stacks default to 2D slices.",
+        )
+        self.tile = SpinBox(
+            label="Tile size (px, 0: auto)",
+            min=0,
+            max=4096,
+            step=8,
+            value=0,
+            tooltip="Edge of the square (cubic in 3D) tiles the image is processed in, in pixels "
+            "(a multiple of 8). 0 = auto: the largest tile that fits the device's memory. "
+            "Smaller tiles use less memory; the result barely changes.",
+        )
+        self.overlap = FloatSpinBox(
+            label="Tile overlap (fraction)",
+            min=0.0,
+            max=0.75,
+            step=0.05,
+            value=0.25,
+            tooltip="How much neighbouring tiles overlap, as a fraction of the tile (0.25 = a "
+            "quarter). Overlaps are cross-faded, hiding seams; more overlap costs more time.",
+        )
         self.memory = Label(label="Memory")
-        self.preview_button = PushButton(text="Preview current slice", visible=False)
+        self.memory.tooltip = "Estimated device memory per tile for the model that will run (GiB)."
+        self.preview_button = PushButton(
+            text="Preview current slice",
+            visible=False,
+            tooltip="Denoise only the plane on screen (in 3D with 32 planes around it as context) "
+            "into one preview layer, replaced by the next preview: seconds instead of minutes.",
+        )
         super().__init__(
             [
                 self.image,
@@ -81,6 +131,9 @@ class DenoiseWidget(JobDock):
         keep_fresh(napari_viewer, self)
         self._default_mode(self.image.value)
         self._refresh()
+
+    def job_buttons(self) -> list[PushButton]:
+        return [self.run_button, self.preview_button]
 
     # -- state ---------------------------------------------------------------------------------
     def _default_mode(self, layer) -> None:
@@ -158,6 +211,9 @@ class DenoiseWidget(JobDock):
         else:
             data = layer_array(layer)
         source = layer
+        data, alpha = split_alpha(data, layer.rgb)  # RGBA: the colour is denoised, alpha kept
+        if whole is not None:
+            whole = split_alpha(whole, layer.rgb)[0]
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
 
         def job():
@@ -171,20 +227,20 @@ class DenoiseWidget(JobDock):
             if whole is not None:
                 kwargs["intensity_range"] = robust_range(whole)
             result = yield from iter_denoise(data, **kwargs)
-            return result[keep], card
+            return join_alpha(result, alpha)[keep], card
 
         def add(output) -> None:
             result, card = output
             metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
-            name = f"{source.name} [{method}]"
+            name = f"{source.name} [{method}{_model_suffix(model, card, layout, channels)}]"
             placement = copy_placement(source)
             if preview:
                 name, metadata["napari_adl_denoise"]["plane"] = f"{name} preview", planes
                 placement["translate"] = _translate_to(source, planes)
                 if name in self._viewer.layers:
                     self._viewer.layers.remove(name)
-            self._viewer.add_image(result, name=name, metadata=metadata, **placement)
-            self.status.value = f"added '{name}'"
+            added = self._viewer.add_image(result, name=name, metadata=metadata, **placement)
+            self.status.value = f"added '{added.name}'"  # napari renames a clash: 'x [adl] [1]'
 
         what = f"plane {tuple(planes)} of '{layer.name}'" if preview else f"'{layer.name}'"
         self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising {what} with {method}...")
@@ -204,6 +260,17 @@ class DenoiseWidget(JobDock):
             index[-1] = slice(start, start + PREVIEW_SLAB)
             keep = (*[slice(None)] * (lead - 1), slice(k - start, k - start + 1))
         return np.asarray(data[tuple(index)]), planes, keep
+
+
+def _model_suffix(model: str | None, card: dict | None, layout: dict, channels: int) -> str:
+    """' <model>' for a result name, when the model is not the bundled one for the data."""
+    if card is None or model is None:
+        return ""
+    try:
+        default = default_model_info(layout["spatial_dims"], channels).name
+    except NoModelError:
+        default = None
+    return "" if card["name"] == default else f" {card['name']}"
 
 
 def _translate_to(layer, planes: list[int]) -> np.ndarray:

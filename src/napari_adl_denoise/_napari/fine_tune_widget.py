@@ -45,15 +45,68 @@ class FineTuneWidget(JobDock):
             value="Clean, high-quality images of your modality: noise is simulated on them, and a "
             "fifth of each is held out to choose the best weights."
         )
-        self.images = Select(label="Clean images", choices=lambda _: image_choices(napari_viewer))
-        self.mode = ComboBox(label="Process as", choices=[SLICES, VOLUME], value=VOLUME)
+        self.images = Select(
+            label="Clean images",
+            choices=lambda _: image_choices(napari_viewer),
+            tooltip="One or more clean (high signal-to-noise) image layers of your modality, all 2D "
+            "gray, all RGB or all 3D (Ctrl/Cmd-click to choose several).",
+        )
+        self.mode = ComboBox(
+            label="Process as",
+            choices=[SLICES, VOLUME],
+            value=VOLUME,
+            tooltip="Stacks: train a 2D model on their slices or a 3D model on their volumes.",
+        )
         self.model, self.model_file = model_widgets("Start from")
-        self.noise = ComboBox(label="Noise", choices=NOISES, value=AS_TRAINED)
-        self.sigma_max = FloatSpinBox(label="Max sigma (0-255)", min=1, max=255, step=5, value=55)
-        self.steps = SpinBox(label="Steps", min=1, max=1_000_000, step=100, value=500)
-        self.lr = ComboBox(label="Learning rate", choices=LEARNING_RATES, value="1e-4")
-        self.device = ComboBox(label="Device", choices=["auto", *available_devices()], value="auto")
-        self.output = FileEdit(label="Save as", mode="w", filter="*.safetensors", value=_free_name())
+        self.model.tooltip = (
+            "The model to adapt: its weights are the starting point, its kind (2D/3D, gray/RGB) is kept."
+        )
+        self.noise = ComboBox(
+            label="Noise",
+            choices=NOISES,
+            value=AS_TRAINED,
+            tooltip="The noise simulated on the clean images: by default the noise the starting "
+            "model was trained on; or one kind with sigma drawn from 0 to Max sigma.",
+        )
+        self.sigma_max = FloatSpinBox(
+            label="Max sigma (0-255)",
+            min=1,
+            max=255,
+            step=5,
+            value=55,
+            tooltip="The strongest noise to train on, on the 0-255 scale of each image's range "
+            "(25 = about 10% of the range). Each patch gets a sigma between 0 and this.",
+        )
+        self.steps = SpinBox(
+            label="Steps",
+            min=1,
+            max=1_000_000,
+            step=100,
+            value=500,
+            tooltip="Training steps (one batch of patches each). 500 steps take minutes on a CPU; "
+            "the best weights on the held-out fifth are kept.",
+        )
+        self.lr = ComboBox(
+            label="Learning rate",
+            choices=LEARNING_RATES,
+            value="1e-4",
+            tooltip="The Adam step size (per step). 1e-4 adapts without forgetting; 3e-4 is "
+            "faster and riskier, 1e-5 gentler.",
+        )
+        self.device = ComboBox(
+            label="Device",
+            choices=["auto", *available_devices()],
+            value="auto",
+            tooltip="Where training runs: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
+        )
+        self.output = FileEdit(
+            label="Save as",
+            mode="w",
+            filter="*.safetensors",
+            value=_free_name(),
+            tooltip="The .safetensors file to write. In your models folder (the default) it is "
+            "listed by name in every dock's model list.",
+        )
         self.about.native.setWordWrap(True)
         self.images.native.setMaximumHeight(120)
         super().__init__(
@@ -140,8 +193,14 @@ class FineTuneWidget(JobDock):
             show_info(f"Fine-tune: saved {path}")
 
         status = f"fine-tuning on {len(arrays)} image(s)..."
-        job = self.start(lambda: fine_tune(arrays, target, **kwargs), "Fine-tune", done, status)
-        job.yielded.connect(self._progress)
+        self.start(
+            lambda: fine_tune(arrays, target, **kwargs),
+            "Fine-tune",
+            done,
+            status,
+            unit="step",
+            on_progress=self._progress,
+        )
 
     def _progress(self, record) -> None:
         if self._closed or not record.validation:

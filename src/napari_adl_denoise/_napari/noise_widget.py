@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
 from ..noise import NOISE_KINDS, add_noise, estimate_noise
+from ._dock import Dock
 from ._jobs import copy_placement, start_job
 from ._layers import image_choices, keep_fresh, layer_array
 
@@ -29,26 +30,91 @@ class _Done:
     fraction: float = 1.0
 
 
-class NoiseWidget(Container):
+class NoiseWidget(Dock):
     """Add simulated noise to an image layer, as a new layer; estimate an image's noise level."""
 
     def __init__(self, napari_viewer) -> None:
         self._viewer = napari_viewer
-        self.image = ComboBox(label="Image", choices=lambda _: image_choices(napari_viewer))
-        self.kind = ComboBox(label="Noise", choices=list(NOISE_KINDS), value="gaussian")
-        self.sigma = FloatSpinBox(label="Sigma (0-255 scale)", min=0, max=1e6, step=1, value=25)
-        self.nu = FloatSpinBox(label="Nu (Rician offset)", min=0, max=1e6, step=1, value=5)
-        self.peak = FloatSpinBox(label="Peak photons", min=0.01, max=1e9, step=10, value=100)
-        self.amount = FloatSpinBox(label="Amount", min=0, max=1, step=0.01, value=0.05)
-        self.sigma_max = FloatSpinBox(label="Max sigma", min=0, max=1e6, step=5, value=75)
-        self.relative = CheckBox(text="Sigma relative to the data range (papers' convention)", value=True)
-        self.clip = CheckBox(text="Clip to the image's range", value=False)
-        self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=0)
-        self.estimate_button = PushButton(text="Estimate noise of this image")
-        self.run_button = PushButton(text="Add noise")
+        self.image = ComboBox(
+            label="Image",
+            choices=lambda _: image_choices(napari_viewer),
+            tooltip="The image layer to add noise to (a new layer; this one is not modified), or whose "
+            "noise to estimate.",
+        )
+        self.kind = ComboBox(
+            label="Noise",
+            choices=list(NOISE_KINDS),
+            value="gaussian",
+            tooltip="The noise model: gaussian, rician (MRI magnitude), rayleigh, speckle (I + I n), "
+            "poisson (photon counts), poisson_gaussian (camera), salt_pepper, mixed.",
+        )
+        self.sigma = FloatSpinBox(
+            label="Sigma (0-255 scale)",
+            min=0,
+            max=1e6,
+            step=1,
+            value=25,
+            tooltip="Noise standard deviation: on the 0-255 scale of the image's range when "
+            "'relative' is checked (25 = about 10% of the range), else in image units.",
+        )
+        self.nu = FloatSpinBox(
+            label="Nu (Rician offset)",
+            min=0,
+            max=1e6,
+            step=1,
+            value=5,
+            tooltip="Rician: a constant added to the signal before the magnitude, same units as sigma.",
+        )
+        self.peak = FloatSpinBox(
+            label="Peak photons",
+            min=0.01,
+            max=1e9,
+            step=10,
+            value=100,
+            tooltip="Poisson: the expected photon count at the brightest pixel (photons); fewer is noisier.",
+        )
+        self.amount = FloatSpinBox(
+            label="Amount",
+            min=0,
+            max=1,
+            step=0.01,
+            value=0.05,
+            tooltip="Salt and pepper: the fraction of pixels set to the minimum or maximum (0-1).",
+        )
+        self.sigma_max = FloatSpinBox(
+            label="Max sigma",
+            min=0,
+            max=1e6,
+            step=5,
+            value=75,
+            tooltip="Mixed: sigma is drawn uniformly from 0 to this (0-255 scale), per image.",
+        )
+        self.relative = CheckBox(
+            text="Sigma relative to the data range (papers' convention)",
+            value=True,
+            tooltip="Sigma on a 0-255 scale of the image's range (as papers report it), not in "
+            "the image's own units.",
+        )
+        self.clip = CheckBox(
+            text="Clip to the image's range",
+            value=False,
+            tooltip="Clip the noisy image to the clean image's min-max (like a saturated sensor).",
+        )
+        self.seed = SpinBox(
+            label="Seed",
+            min=0,
+            max=2**31 - 1,
+            value=0,
+            tooltip="Random seed: the same seed gives the same noise.",
+        )
+        self.estimate_button = PushButton(
+            text="Estimate noise of this image",
+            tooltip="Estimate the Gaussian noise sigma of the image (wavelet MAD), in the units above.",
+        )
+        self.run_button = PushButton(text="Add noise", tooltip="Add the noise, as a new layer.")
         self.status = Label(label="")
         super().__init__(
-            widgets=[
+            [
                 self.image,
                 self.kind,
                 self.sigma,
