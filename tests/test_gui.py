@@ -25,17 +25,38 @@ def test_plugin_is_registered_and_results_show_in_a_viewer(make_napari_viewer):
     np.testing.assert_array_equal(layer.data, noisy)
 
 
-def test_demo_viewer_shows_clean_noisy_and_denoised_layers(make_napari_viewer, monkeypatch):
+def test_demo_viewer_opens_on_a_useful_view_with_the_docks(make_napari_viewer, monkeypatch, capsys):
     import napari
 
     from napari_adl_denoise import demo
 
     viewer = make_napari_viewer(show=True)
-    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
+    printed_before_the_window = []
+
+    def make_viewer(**kwargs):
+        printed_before_the_window.append(capsys.readouterr().out)
+        return viewer
+
+    monkeypatch.setattr(napari, "Viewer", make_viewer)
     monkeypatch.setattr(napari, "run", lambda: None)
     demo.main(["--viewer"])
     names = [layer.name for layer in viewer.layers]
-    assert len(names) == 9 and "aero (clean)" in names and "mri (noisy)" in names
+    assert len(names) == 10 and "aero (clean)" in names and "mri (noisy)" in names
+    assert names[-1] == "profile line"  # the Compare dock's
     assert tuple(viewer.layers["mri (noisy)"].scale) == (2.0, 2.0, 2.0)
     denoised = {name.split(" [")[0]: viewer.layers[name] for name in names if "[" in name}
     assert sorted(denoised) == ["aero", "coffee", "mri"] and denoised["coffee"].rgb
+    # progress while denoising, before the window opens: a line per sample
+    (before,) = printed_before_the_window
+    assert "Denoising the samples" in before and all(f"  {name} " in before for name in denoised)
+    # a useful view: a middle slice of the volume, the selected layer shown under its denoised result
+    active = viewer.layers.selection.active
+    assert active.name == "mri (noisy)" and active.visible
+    shown = [layer.name for layer in viewer.layers if layer.visible]
+    assert shown == ["mri (noisy)", denoised["mri"].name, "profile line"]
+    assert viewer.dims.ndisplay == 2 and viewer.dims.current_step[0] == 16
+    docks = viewer.window.dock_widgets
+    assert {"Denoise (napari-adl-denoise)", "Compare (napari-adl-denoise)"} <= set(docks)
+    compare = docks["Compare (napari-adl-denoise)"]
+    assert compare.reference.value.name == "mri (clean)" and compare.noisy.value is active
+    assert docks["Denoise (napari-adl-denoise)"].image.value is active

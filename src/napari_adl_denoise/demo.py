@@ -90,16 +90,37 @@ def save(output: Path) -> None:
 
 
 def show() -> None:
+    """napari with every sample's clean, noisy and denoised layers, opened on a middle slice of the
+    MRI volume (its denoised result over the noisy one, which is selected) with the Denoise and
+    Compare docks set up for it."""
     import napari
 
+    print("Denoising the samples (Gaussian noise sigma = 25/255 of each image's range)...", flush=True)
+    results = []
+    for name, clean, noisy, result, method, seconds, kwargs, source in run():
+        print(f"  {name:<7} {'x'.join(map(str, clean.shape)):>11}  {method}  {seconds:5.1f} s", flush=True)
+        results.append((name, clean, noisy, result, method, kwargs, source))
+    print("Opening napari...", flush=True)
     viewer = napari.Viewer(title="napari-adl-denoise demo")
-    for name, clean, noisy, result, method, _, kwargs, source in run():
-        scale = source.spacing if source is not None else None
-        rgb = "channel_axis" in kwargs
-        common = {"rgb": rgb, "scale": scale}
-        viewer.add_image(clean, name=f"{name} (clean)", visible=False, **common)
-        viewer.add_image(noisy, name=f"{name} (noisy)", visible=False, **common)
-        viewer.add_image(result, name=f"{name} [{method}]", visible=name == "aero", **common)
+    layers = {}
+    for name, clean, noisy, result, method, kwargs, source in results:
+        common = {"rgb": "channel_axis" in kwargs, "scale": source.spacing if source is not None else None}
+        layers[name] = (
+            viewer.add_image(clean, name=f"{name} (clean)", visible=False, **common),
+            viewer.add_image(noisy, name=f"{name} (noisy)", visible=name == "mri", **common),
+            viewer.add_image(result, name=f"{name} [{method}]", visible=name == "mri", **common),
+        )
+    clean, noisy, denoised = layers["mri"]
+    viewer.layers.selection.active = noisy
+    viewer.dims.set_point(0, clean.data_to_world([clean.data.shape[0] // 2, 0, 0])[0])  # a middle slice
+    viewer.reset_view()
+    plugin = "napari-adl-denoise"
+    _, denoise_dock = viewer.window.add_plugin_dock_widget(plugin, "Denoise")
+    denoise_dock.image.value = noisy
+    _, compare_dock = viewer.window.add_plugin_dock_widget(plugin, "Compare", tabify=False)
+    compare_dock.reference.value = clean
+    compare_dock.noisy.value = noisy
+    compare_dock.denoised.value = [denoised]
     napari.run()
 
 
