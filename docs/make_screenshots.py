@@ -1,11 +1,12 @@
 """Save screenshots of each dock widget in use into docs/ (real viewer; run under Xvfb):
 
-xvfb-run -a -s "-screen 0 1800x1100x24" python docs/make_screenshots.py
+xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ HERE = Path(__file__).parent
 PLUGIN = "napari-adl-denoise"
 
 
-def wait(condition, timeout: float = 300) -> None:
+def wait(condition, timeout: float = 1200) -> None:
     end = time.monotonic() + timeout
     while not condition():
         QApplication.processEvents()
@@ -31,7 +32,7 @@ def wait(condition, timeout: float = 300) -> None:
 
 
 def shot(viewer, name: str) -> None:
-    viewer.window._qt_window.resize(1600, 1000)
+    viewer.window._qt_window.resize(1920, 1080)  # a 1080p screen: the docks must fit it
     wait(lambda: True)
     viewer.screenshot(str(HERE / name), canvas_only=False, flash=False)
     print(f"wrote docs/{name}")
@@ -89,7 +90,7 @@ def fine_tune(viewer) -> None:
     widget.images.value = [clean]
     widget.noise.value = "speckle"
     widget.sigma_max.value = 40
-    widget.steps.value = 60
+    widget.steps.value = 30
     output = folder / "my-microscope.safetensors"
     widget.output.value = output
     widget.run_button.native.click()
@@ -102,8 +103,11 @@ def fine_tune(viewer) -> None:
             folder.parent.rmdir()
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Make the screenshots named (denoise, simulate, compare, fine_tune), or all of them."""
     for make in (denoise, simulate, compare, fine_tune):
+        if names and make.__name__ not in names:
+            continue
         viewer = napari.Viewer(show=True)
         make(viewer)
         viewer.close()
@@ -111,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

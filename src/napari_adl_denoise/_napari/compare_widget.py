@@ -88,6 +88,7 @@ class CompareWidget(Dock):
             tooltip="A new layer per denoised layer: what the denoiser removed. Pure noise shows "
             "no structure of the image.",
         )
+        self.denoised.native.setMaximumHeight(100)  # the plots need the height more
         self.data_range = Label(label="Data range")
         self.data_range.native.setWordWrap(True)
         self.data_range.tooltip = "The intensity range PSNR and SSIM use: the reference's max - min."
