@@ -42,6 +42,13 @@ SPORCO_TRAIN = ["barbara", "kodim23", "sail", "tulips"]
 SPORCO_VAL = ["monarch"]
 TIMELAPSE_TRAIN_FRAMES = [0, 6, 12, 18, 24]  # a few frames, so one movie does not dominate
 TIMELAPSE_VAL_FRAMES = [28]
+MNI_SLICES = [(0, 0.45), (0, 0.6), (1, 0.5), (2, 0.5)]  # (axis, position) of 2D MR planes
+
+
+def _mni_slice(path: Path, axis: int, fraction: float) -> tuple[np.ndarray, str]:
+    volume = read_image(path).data
+    index = round(fraction * (volume.shape[axis] - 1))
+    return np.take(volume, index, axis=axis), f"nilearn MNI152 2009a {path.name}, axis {axis} plane {index}"
 
 
 def _package_dir(name: str) -> Path | None:
@@ -136,6 +143,16 @@ def sources() -> Iterator[tuple[str, str, str, Loader]]:
 
     nilearn = _package_dir("nilearn")
     if nilearn:
+        t1 = next((nilearn / "datasets" / "data").glob("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+        # A few MR planes for the 2D gray model: an anatomy with a dark background, unlike the
+        # photographs. The 3D validation volumes are other scans, so this holds nothing out.
+        for axis, fraction in MNI_SLICES:
+            yield (
+                "2d-gray",
+                "train",
+                f"mni152-t1-{'xyz'[axis]}{round(fraction * 100)}",
+                lambda a=axis, f=fraction: _mni_slice(t1, a, f),
+            )
         for n in ("t1", "gm", "wm"):
             path = next(
                 (nilearn / "datasets" / "data").glob(f"mni_icbm152_{n}_tal_nlin_sym_09a_converted.nii.gz")

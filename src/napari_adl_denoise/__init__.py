@@ -12,11 +12,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics
-from ._adl import NoModelError
+from ._adl import NoModelError, Plan, plan_denoise
 from ._device import available_devices
 from .inference import DenoiseProgress, denoise, iter_denoise
 from .methods import get_method, list_methods, register_method
-from .noise import NOISE_KINDS, add_noise, estimate_noise
+from .noise import NOISE_KINDS, NoiseModel, add_noise, estimate_noise, estimate_noise_model
 from .weights import (
     LoadedModel,
     ModelFileError,
@@ -33,11 +33,14 @@ __all__ = [
     "LoadedModel",
     "ModelFileError",
     "NoModelError",
+    "NoiseModel",
+    "Plan",
     "__version__",
     "add_noise",
     "available_devices",
     "denoise",
     "estimate_noise",
+    "estimate_noise_model",
     "get_method",
     "iter_denoise",
     "list_methods",
@@ -45,6 +48,7 @@ __all__ = [
     "load_model",
     "metrics",
     "model_info",
+    "plan_denoise",
     "register_method",
     "save_model",
     "user_models_dir",

@@ -21,6 +21,7 @@ def _tile(text: str) -> int | tuple[int, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__, list_methods
+    from .inference import NOISE_MODELS
     from .noise import NOISE_KINDS
 
     parser = argparse.ArgumentParser(
@@ -59,6 +60,26 @@ def _parser() -> argparse.ArgumentParser:
         "--sigma",
         type=float,
         help="noise sigma on the [0, 1]-normalised scale (classical methods; default: estimated)",
+    )
+    run.add_argument(
+        "--noise-model",
+        default="blind",
+        choices=NOISE_MODELS,
+        help="blind (default): the image as it is; poisson_gaussian: photon noise (fluorescence, "
+        "low-dose X-ray/CT) made Gaussian by the generalised Anscombe transform first, its gain "
+        "estimated unless --gain is given; auto: that transform when the noise grows with intensity",
+    )
+    run.add_argument(
+        "--gain", type=float, help="poisson_gaussian: intensity units per photon (with --offset)"
+    )
+    run.add_argument(
+        "--offset", type=float, default=0.0, help="poisson_gaussian: intensity of zero photons (default: 0)"
+    )
+    run.add_argument(
+        "--read-noise",
+        type=float,
+        default=0.0,
+        help="poisson_gaussian: Gaussian read-out noise sigma in intensity units (default: 0)",
     )
 
     noise = commands.add_parser(
@@ -133,6 +154,7 @@ def _denoise(args: argparse.Namespace) -> int:
     from .io import image_format, read_image, write_image
 
     image_format(args.output)  # reject a bad output name before any work
+    noise_model = _noise_model_arg(args)
     src = read_image(args.input)
     data, alpha = src.data, None
     channel_axis = _colour_axis(src, args.channel_axis)
@@ -148,6 +170,7 @@ def _denoise(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         channel_axis=channel_axis,
         spatial_dims=args.spatial_dims,
+        noise_model=noise_model,
         **options,
     )
     with tqdm(total=100, unit="%", desc=f"{args.method}", disable=None, leave=False) as bar:
@@ -161,6 +184,17 @@ def _denoise(args: argparse.Namespace) -> int:
     write_image(args.output, result, like=src)
     print(f"wrote {args.output} ({args.method}, shape {result.shape})")
     return 0
+
+
+def _noise_model_arg(args: argparse.Namespace):
+    """--noise-model with the camera's --gain, --offset and --read-noise when given."""
+    from .noise import NoiseModel
+
+    if args.gain is None:
+        return args.noise_model
+    if args.noise_model != "poisson_gaussian":
+        raise ValueError("--gain applies to --noise-model poisson_gaussian")
+    return NoiseModel(gain=args.gain, offset=args.offset, sigma=args.read_noise)
 
 
 def _colour_axis(src, given: int | None) -> int | None:

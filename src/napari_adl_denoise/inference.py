@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _vst
 from .methods import MethodContext, get_method
+from .noise import NoiseModel, estimate_noise_model
 
-__all__ = ["DenoiseProgress", "denoise", "iter_denoise", "robust_range"]
+__all__ = ["NOISE_MODELS", "DenoiseProgress", "denoise", "iter_denoise", "robust_range"]
 
 # Intensities are mapped so these percentiles of the input become 0 and 1: robust to a few hot
 # or dead pixels, and the same affine map is inverted exactly on the output.
@@ -85,6 +87,7 @@ def iter_denoise(
     channel_axis: int | None = None,
     spatial_dims: int | None = None,
     intensity_range: tuple[float, float] | None = None,
+    noise_model: str | NoiseModel | None = None,
     **options: Any,
 ) -> Generator[DenoiseProgress, None, np.ndarray]:
     """Denoise step by step: a generator yielding :class:`DenoiseProgress`, returning the result.
@@ -125,6 +128,11 @@ def iter_denoise(
         raise ValueError(f"method {method!r} denoises {supported} data, not {spatial_dims}D")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("image contains NaN or infinite values")
+    stabiliser = _noise_model(noise_model, array, channel_axis)
+    if stabiliser is not None:
+        array = _vst.forward(array, stabiliser).astype(np.float32)
+        if intensity_range is not None:
+            intensity_range = tuple(_vst.forward(np.asarray(intensity_range, dtype=np.float64), stabiliser))
 
     # Canonical layout (items, channels, *spatial); views where possible, never written to.
     canonical = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array[None]
@@ -145,6 +153,8 @@ def iter_denoise(
                 f"intensity_range must be two finite numbers, low < high, got {intensity_range!r}"
             )
     scale = hi - lo
+    if stabiliser is not None and "sigma" in chosen.options and options.get("sigma") is None:
+        options["sigma"] = 1.0 / scale if scale > 0 else 1.0  # the transform's unit noise, normalised
     runner = None
     if scale > 0:
         ctx = MethodContext(spatial_dims, channels, model, device, tile_shape, overlap, dict(options))
@@ -168,7 +178,39 @@ def iter_denoise(
         out[index] = result.astype(np.float64) * scale + lo
 
     restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
+    if stabiliser is not None:
+        restored = _vst.inverse(restored, stabiliser).astype(np.float32)
     return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
+
+
+NOISE_MODELS = ("blind", "auto", "poisson_gaussian")
+"""``noise_model`` choices: ``"blind"`` (the default) denoises the image as it is; ``"auto"``
+estimates the noise (:func:`~napari_adl_denoise.noise.estimate_noise_model`) and stabilises its
+variance when it grows with intensity; ``"poisson_gaussian"`` always does."""
+
+
+def _noise_model(
+    choice: str | NoiseModel | None, array: np.ndarray, channel_axis: int | None
+) -> NoiseModel | None:
+    """The noise model whose variance to stabilise before denoising, or None."""
+    if choice is None or isinstance(choice, NoiseModel):
+        return choice if choice is None or choice.gain > 0 else None
+    if choice not in NOISE_MODELS:
+        raise ValueError(
+            f"unknown noise_model {choice!r}; choose one of: {', '.join(NOISE_MODELS)}, or a NoiseModel"
+        )
+    if choice == "blind":
+        return None
+    channels_first = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array
+    estimated = estimate_noise_model(channels_first)
+    if estimated.gain > 0:
+        return estimated
+    if choice == "poisson_gaussian":
+        raise ValueError(
+            "the noise does not grow with intensity in this image (estimated Gaussian, sigma "
+            f"{estimated.sigma:.3g}); use noise_model='blind' or give a NoiseModel"
+        )
+    return None
 
 
 def denoise(
@@ -182,6 +224,7 @@ def denoise(
     channel_axis: int | None = None,
     spatial_dims: int | None = None,
     intensity_range: tuple[float, float] | None = None,
+    noise_model: str | NoiseModel | None = None,
     progress: Callable[[DenoiseProgress], object] | None = None,
     **options: Any,
 ) -> np.ndarray:
@@ -222,6 +265,15 @@ def denoise(
         and 99.9 percentiles of ``image``. The networks are not shift-invariant, so a part of
         an image (a slice, a chunk of a large volume) gives the whole image's result only with
         the whole image's range: :func:`~napari_adl_denoise.inference.robust_range` of it.
+    noise_model : {"blind", "auto", "poisson_gaussian"} or NoiseModel, optional
+        Default (``None``, ``"blind"``): the image as it is; the bundled models are trained for
+        Gaussian, Poisson, Poisson-Gaussian and Rician noise. ``"poisson_gaussian"`` or a
+        :class:`~napari_adl_denoise.noise.NoiseModel` (gain, offset, read-out sigma, when you
+        know your camera) stabilises the variance with the generalised Anscombe transform
+        first, denoises the now Gaussian noise and inverts the transform without bias;
+        ``"auto"`` does so when :func:`~napari_adl_denoise.noise.estimate_noise_model` finds
+        the noise growing with intensity. A classical method is then given the transform's
+        noise level as its ``sigma``.
     progress : callable, optional
         Called with a :class:`DenoiseProgress` after every tile.
     **options
@@ -257,6 +309,7 @@ def denoise(
         channel_axis=channel_axis,
         spatial_dims=spatial_dims,
         intensity_range=intensity_range,
+        noise_model=noise_model,
         **options,
     )
     try:

@@ -94,7 +94,8 @@ class PatchSampler:
 
     Images are chosen uniformly, so a big image does not dominate the small ones; then a
     uniform position, a random rotation by 90 degrees (in a plane whose patch sides are equal)
-    and flips, and a noise model by weight with parameters uniform in their ranges.
+    and flips, and a noise model by weight with parameters drawn as :class:`NoiseSpec` says
+    (a noise-free background and a varying level when it asks for them).
     """
 
     def __init__(
@@ -133,30 +134,56 @@ class PatchSampler:
                     patch = np.flip(patch, axis=axis)
         return np.ascontiguousarray(patch)
 
-    def _noise(self, clean: np.ndarray, spec: NoiseSpec, sigma: float, nu: float, seed: int) -> np.ndarray:
-        return add_noise(
-            clean,
-            spec.kind,
-            sigma=sigma / 255,
-            nu=nu / 255,
-            sigma_max=spec.sigma[1] / 255,
-            peak=spec.peak,
-            amount=spec.amount,
-            relative=False,
-            seed=seed,
-        )
+    def _smooth_field(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A smooth random field on [0, 1]: a 3-per-axis random grid, linearly interpolated."""
+        from scipy.ndimage import zoom
+
+        field = zoom(self.rng.random((3,) * len(shape)), [s / 3 for s in shape], order=1)
+        field = field[tuple(slice(0, s) for s in shape)]
+        return (field - field.min()) / max(float(np.ptp(field)), 1e-6)
+
+    def _background(self, clean: np.ndarray) -> np.ndarray:
+        """Where a masked scan keeps its signal: above a smoothed intensity threshold (the dark
+        surroundings of an object) or inside a random smooth region; 20-80% becomes background."""
+        from scipy.ndimage import gaussian_filter
+
+        spatial = clean.shape[1:]
+        if self.rng.random() < 0.5:
+            field = gaussian_filter(clean.mean(axis=0), 2.0)
+        else:
+            field = self._smooth_field(spatial)
+        return field > np.quantile(field, self.rng.uniform(0.2, 0.8))
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         """One (noisy, clean, lo, hi) pair; ``lo, hi`` is the inference normalisation."""
         index = int(self.rng.integers(len(self.images)))
         clean = self._patch(index)
         spec = self.noise[int(self.rng.choice(len(self.noise), p=self.noise_p))]
-        sigma = float(self.rng.uniform(*spec.sigma))
-        nu = float(self.rng.uniform(*spec.nu))
+        params = {
+            "sigma": float(self.rng.uniform(*spec.sigma)) / 255,
+            "nu": float(self.rng.uniform(*spec.nu)) / 255,
+            "sigma_max": spec.sigma[1] / 255,
+            "amount": spec.amount,
+        }
         seed = int(self.rng.integers(2**63))
-        noisy = self._noise(clean, spec, sigma, nu, seed)
-        lo, hi = robust_range(self._noise(self.subsamples[index], spec, sigma, nu, seed + 1))
-        return noisy, clean, lo, max(hi - lo, 1e-6)
+        # The options draw only when used, so a plain spec keeps its random stream.
+        low, high = spec.peak
+        params["peak"] = low if low == high else float(np.exp(self.rng.uniform(np.log(low), np.log(high))))
+        mask = self._background(clean) if spec.background and self.rng.random() < spec.background else None
+        if mask is not None:
+            clean = clean * mask
+        noisy = add_noise(clean, spec.kind, relative=False, seed=seed, **params)
+        if spec.varying and self.rng.random() < spec.varying:
+            floor = self.rng.uniform(0.0, 1.0)
+            level = floor + (1 - floor) * self._smooth_field(clean.shape[1:])
+            noisy = clean + level * (noisy - clean)
+        if mask is not None:
+            noisy = noisy * mask
+            lo, hi = robust_range(noisy)  # the source image has no such background to sample
+        else:
+            source = self.subsamples[index]
+            lo, hi = robust_range(add_noise(source, spec.kind, relative=False, seed=seed + 1, **params))
+        return noisy.astype(np.float32), clean.astype(np.float32), lo, max(hi - lo, 1e-6)
 
     def batch(self, size: int | None = None) -> Batch:
         samples = [self.sample() for _ in range(size or self.data.batch_size)]
