@@ -5,9 +5,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import drain
+from skimage import data
 
 import napari_adl_denoise as adl
-from napari_adl_denoise import NoModelError, denoise, iter_denoise
+from napari_adl_denoise import NoModelError, add_noise, denoise, iter_denoise
 from napari_adl_denoise._adl import MIN_TILE
 from napari_adl_denoise.inference import robust_range
 
@@ -223,11 +225,52 @@ def test_bad_input_is_a_one_line_value_error(kwargs, message, tiny_2d):
     assert "\n" not in str(info.value)
 
 
-def test_model_dimensionality_and_channels_must_match(tiny_2d, tiny_3d):
+def test_a_3d_model_cannot_denoise_2d_data(tiny_3d):
     with pytest.raises(ValueError, match="3D model"):
         denoise(np.random.default_rng(0).random((16, 16)), model=tiny_3d)
-    with pytest.raises(ValueError, match="2D model"):
-        denoise(np.random.default_rng(0).random((16, 16, 16)), model=tiny_2d)
+
+
+def test_a_2d_model_denoises_a_volume_along_all_three_axes_averaged(tiny_2d):
+    volume = np.random.default_rng(0).random((10, 33, 41)).astype(np.float32)  # a thin axis too
+    whole = robust_range(volume)
+    out = denoise(volume, model=tiny_2d, spatial_dims=3)
+    by_axis = [
+        np.moveaxis(
+            denoise(np.moveaxis(volume, a, 0), model=tiny_2d, spatial_dims=2, intensity_range=whole), 0, a
+        )
+        for a in range(3)
+    ]
+    assert out.shape == volume.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, np.mean(by_axis, axis=0), atol=1e-5)
+    assert np.abs(by_axis[0] - by_axis[1]).mean() > 1e-3  # the directions do differ
+
+
+def test_a_volume_through_a_2d_model_batches_its_slices_and_reports_progress(tiny_2d, monkeypatch):
+    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 16 * 48 * 48)
+    records, out = drain(iter_denoise(np.random.default_rng(0).random((12, 20, 20)), model=tiny_2d))
+    # one record before each direction's first batch, then one per batch of 16 slices
+    assert len(records) == 3 * (1 + 1)
+    fractions = [r.fraction for r in records]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert out.shape == (12, 20, 20)
+
+
+def test_volumes_default_to_the_2d_gray_model_over_three_directions():
+    from napari_adl_denoise import plan_denoise
+
+    volume = add_noise(_phantom_volume(), sigma=25, seed=0)
+    np.testing.assert_allclose(denoise(volume), denoise(volume, model="adl-2d-gray"), atol=1e-6)
+    planned = plan_denoise(volume.shape, 3, 1)
+    assert planned.model.name == "adl-2d-gray" and planned.planes and len(planned.tile_shape) == 2
+    assert plan_denoise(volume.shape, 3, 1, model="adl-3d-gray").planes is False
+
+
+def _phantom_volume() -> np.ndarray:
+    """A real 2D image (scikit-image's Shepp-Logan phantom) grown into a 20-slice volume."""
+    from skimage.transform import resize
+
+    phantom = resize(data.shepp_logan_phantom(), (48, 56))
+    return np.stack([phantom * (0.6 + 0.4 * np.cos(k / 6)) for k in range(20)]).astype(np.float32)
 
 
 def test_the_callers_model_is_left_as_it_was(tiny_2d, tmp_path):

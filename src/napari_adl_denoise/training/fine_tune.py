@@ -100,7 +100,7 @@ def fine_tune(
     if steps < 1 or lr <= 0:
         raise ValueError(f"steps must be >= 1 and lr > 0, got steps={steps}, lr={lr}")
     train_arrays, sd, channels = _arrays(images, channel_axis, spatial_dims, "images")
-    info = default_model_info(sd, channels) if model is None else model_info(model)
+    info = default_model_info(sd, channels, same_dims=True) if model is None else model_info(model)
     config = info.config
     if (config.spatial_dims, config.in_channels) != (sd, channels):
         raise ValueError(
