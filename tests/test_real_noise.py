@@ -140,3 +140,19 @@ def test_training_noise_with_backgrounds_varying_levels_and_photon_ranges():
     assert 0.15 < np.mean(zero_fraction) < 0.85
     with pytest.raises(ValueError, match="peak range"):
         NoiseSpec(kind="poisson", peak=(50, 10))
+
+
+def test_a_noise_free_background_does_not_talk_the_default_model_out_of_denoising():
+    """Shepp-Logan's head phantom (58% exact zeros around it; never trained on) with Gaussian
+    noise only inside the head is denoised there at least as well as with noise everywhere.
+    adl-2d-gray, trained on noise everywhere, lost 6.5 dB inside (23.75 against 30.20 dB);
+    adl-2d-gray-real scored 32.62 against 30.39 dB (the tolerance is 0.5 dB)."""
+    phantom = data.shepp_logan_phantom().astype(np.float32)
+    head = phantom > 0
+    everywhere = add_noise(phantom, "gaussian", sigma=25, seed=0)
+    masked = np.where(head, everywhere, 0).astype(np.float32)
+    inside = {"data_range": float(np.ptp(phantom))}
+    masked_psnr = psnr(phantom[head], denoise(masked)[head], **inside)
+    everywhere_psnr = psnr(phantom[head], denoise(everywhere)[head], **inside)
+    assert masked_psnr > everywhere_psnr - 0.5
+    assert masked_psnr > psnr(phantom[head], masked[head], **inside) + 10

@@ -11,7 +11,8 @@ from nibabel.testing import data_path
 from skimage import data
 
 import napari_adl_denoise._adl
-from napari_adl_denoise import add_noise, list_models, model_info, save_model
+from napari_adl_denoise import add_noise, denoise, list_models, model_info, save_model
+from napari_adl_denoise._adl import DEFAULT_MODELS
 from napari_adl_denoise._napari import _layers as ui
 
 pytestmark = pytest.mark.gui
@@ -75,6 +76,32 @@ def test_denoise_widget_adds_a_placed_layer_with_metadata_and_never_overwrites(v
     assert first.metadata["napari_adl_denoise"]["method"] == "tv"
     np.testing.assert_array_equal(layer.data, before)
     assert first.data.std() < layer.data.std()
+
+
+def test_denoise_widget_noise_model_stabilises_photon_noise_like_the_api(viewer, qtbot):
+    noisy = add_noise(data.camera()[:96, :128], "poisson", peak=30, seed=0)
+    layer = viewer.add_image(noisy, name="photons")
+    estimator = add_widget(viewer, "Simulate noise")
+    estimator.image.value = layer
+    estimator.estimate_button.native.click()
+    assert "Poisson-Gaussian" in estimator.status.value and "poisson_gaussian" in estimator.status.value
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    widget.noise_model.value = "poisson_gaussian"
+    assert widget.noise_model.tooltip and "Anscombe" in widget.noise_model.tooltip
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    result = viewer.layers[1]
+    np.testing.assert_allclose(result.data, denoise(noisy, noise_model="poisson_gaussian"), atol=1e-4)
+    assert result.metadata["napari_adl_denoise"]["noise_model"] == "poisson_gaussian"
+
+
+def test_the_memory_line_of_a_volume_names_the_three_slicing_directions(viewer):
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = viewer.add_image(np.zeros((12, 40, 48), dtype=np.float32), name="vol")
+    default = model_info(DEFAULT_MODELS[3, 1])
+    assert widget.memory.value.endswith(
+        f"({default.name}, b = {default.config.filter_base}, 2D slices in 3 directions)"
+    )
 
 
 def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d, tmp_path):

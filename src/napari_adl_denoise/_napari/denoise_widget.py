@@ -8,12 +8,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
-from .._adl import NoModelError, _tile_shape, as_loaded_model, default_model_info, estimate_memory
-from .._device import available_devices, resolve_device
-from .._tiling import round_up
-from ..inference import iter_denoise, robust_range
+from .._adl import NoModelError, as_loaded_model, default_model_info, plan_denoise
+from .._device import available_devices
+from ..inference import NOISE_MODELS, iter_denoise, robust_range
 from ..methods import get_method, list_methods
-from ..weights import model_info
 from ._jobs import JobDock, copy_placement
 from ._layers import (
     MODEL_FILE,
@@ -55,6 +53,17 @@ class DenoiseWidget(JobDock):
             value="adl",
             tooltip="adl: the learned denoiser (blind: no noise level needed). The others are "
             "classical baselines for comparison.",
+        )
+        self.noise_model = ComboBox(
+            label="Noise",
+            choices=NOISE_MODELS,
+            value="blind",
+            tooltip="blind: denoise the image as it is (the bundled models learnt Gaussian, Poisson, "
+            "Poisson-Gaussian and Rician noise). poisson_gaussian: photon noise (fluorescence, "
+            "low-dose X-ray/CT), made Gaussian by the generalised Anscombe transform with the "
+            "gain estimated from the image, then inverted without bias. auto: that transform "
+            "only when the noise is found to grow with intensity. Simulate noise > Estimate "
+            "noise tells which the image has.",
         )
         self.about = Label(label="")
         self.about.native.setWordWrap(True)
@@ -105,6 +114,7 @@ class DenoiseWidget(JobDock):
                 self.image,
                 self.method,
                 self.about,
+                self.noise_model,
                 self.model,
                 self.model_file,
                 self.device,
@@ -158,20 +168,21 @@ class DenoiseWidget(JobDock):
             return ""
         sd = layout_args(layer, self.mode.value)["spatial_dims"]
         shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
-        padded = tuple(round_up(s) for s in shape[-sd:])
         try:
-            info = default_model_info(sd, 3 if layer.rgb else 1) if model is None else model_info(model)
-            device = resolve_device(self.device.value)
-            tile = _tile_shape(self.tile.value or None, padded, device, self.overlap.value)
+            job = plan_denoise(
+                shape,
+                sd,
+                3 if layer.rgb else 1,
+                model=model,
+                device=self.device.value,
+                tile_shape=self.tile.value or None,
+                overlap=self.overlap.value,
+            )
         except ValueError as exc:  # NoModelError is a LookupError: the run reports it
             return str(exc)
         except NoModelError:
             return ""
-        if info.config.spatial_dims != sd:
-            return f"{info.name} is a {info.config.spatial_dims}D model; the data is denoised in {sd}D"
-        gib = estimate_memory(info.config, tile) / 2**30
-        tiles = " x ".join(map(str, tile))
-        return f"~{gib:.1f} GiB per tile of {tiles} ({info.name}, b = {info.config.filter_base})"
+        return job.describe()
 
     # -- actions -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -202,6 +213,7 @@ class DenoiseWidget(JobDock):
             "device": self.device.value,
             "tile_shape": (self.tile.value or None) if learned else None,
             "overlap": self.overlap.value,
+            "noise_model": self.noise_model.value,
             **layout,
         }
         planes, keep, whole = [], (), None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
-from ..noise import NOISE_KINDS, add_noise, estimate_noise
+from ..noise import NOISE_KINDS, add_noise, estimate_noise, estimate_noise_model
 from ._dock import Dock
 from ._jobs import copy_placement, start_job
 from ._layers import image_choices, keep_fresh, layer_array
@@ -109,7 +110,8 @@ class NoiseWidget(Dock):
         )
         self.estimate_button = PushButton(
             text="Estimate noise of this image",
-            tooltip="Estimate the Gaussian noise sigma of the image (wavelet MAD), in the units above.",
+            tooltip="Estimate the Gaussian noise sigma of the image (wavelet MAD), in the units above, "
+            "and whether the noise grows with intensity (photon noise; then its gain per photon).",
         )
         self.run_button = PushButton(text="Add noise", tooltip="Add the noise, as a new layer.")
         self.status = Label(label="")
@@ -146,13 +148,20 @@ class NoiseWidget(Dock):
         if layer is None:
             show_warning("Simulate noise: choose an image layer first")
             return
-        sigma = estimate_noise(
-            layer_array(layer), channel_axis=-1 if layer.rgb else None, relative=self.relative.value
-        )
+        array = layer_array(layer)
+        sigma = estimate_noise(array, channel_axis=-1 if layer.rgb else None, relative=self.relative.value)
         self.sigma.value = round(sigma, 2)
-        self.status.value = (
-            f"estimated sigma ~ {sigma:.2f} ({'0-255 scale' if self.relative.value else 'image units'})"
-        )
+        status = f"estimated sigma ~ {sigma:.2f} ({'0-255 scale' if self.relative.value else 'image units'})"
+        try:
+            model = estimate_noise_model(np.moveaxis(array, -1, 0) if layer.rgb else array)
+        except ValueError:  # too small or constant: the sigma is all there is to say
+            model = None
+        if model is not None and model.gain > 0:
+            status += (
+                f"; the noise grows with intensity: Poisson-Gaussian, gain ~ {model.gain:.3g} per "
+                "photon. Choose Noise: poisson_gaussian in Denoise."
+            )
+        self.status.value = status
 
     def run(self) -> None:
         layer = self.image.value
