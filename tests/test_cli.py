@@ -33,6 +33,17 @@ def test_png_rgb_keeps_colour_and_integer_type(noisy_png, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_png_rgba_denoises_the_colour_and_keeps_alpha_exactly(noisy_png, tmp_path):
+    rgb = iio.imread(noisy_png)
+    alpha = np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))[..., None]
+    iio.imwrite(tmp_path / "rgba.png", np.concatenate([rgb, alpha], axis=-1))
+    assert main(["denoise", str(tmp_path / "rgba.png"), str(tmp_path / "out.png"), "--method", "tv"]) == 0
+    result = iio.imread(tmp_path / "out.png")
+    assert result.shape == (40, 56, 4)
+    np.testing.assert_array_equal(result[..., 3:], alpha)
+    assert result[..., :3].std() < rgb.std()
+
+
 def test_nifti_keeps_affine_header_and_spacing(tmp_path):
     src = nib.load(f"{data_path}/anatomical.nii")
     out = tmp_path / "out.nii.gz"

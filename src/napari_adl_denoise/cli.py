@@ -6,8 +6,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import numpy as np
-
 EXIT_USAGE = 2
 
 
@@ -150,16 +148,14 @@ def _parser() -> argparse.ArgumentParser:
 def _denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .inference import iter_denoise
+    from .inference import iter_denoise, join_alpha, split_alpha
     from .io import image_format, read_image, write_image
 
     image_format(args.output)  # reject a bad output name before any work
     noise_model = _noise_model_arg(args)
     src = read_image(args.input)
-    data, alpha = src.data, None
     channel_axis = _colour_axis(src, args.channel_axis)
-    if channel_axis is not None and src.format in ("png", "jpeg") and data.shape[-1] == 4:
-        data, alpha = data[..., :3], data[..., 3:]  # denoise colour, keep transparency as it is
+    data, alpha = split_alpha(src.data, channel_axis is not None and src.format in ("png", "jpeg"))
     options = {"sigma": args.sigma} if args.sigma is not None else {}
     steps = iter_denoise(
         data,
@@ -179,8 +175,7 @@ def _denoise(args: argparse.Namespace) -> int:
                 bar.update(round(next(steps).fraction * 100) - bar.n)
         except StopIteration as stop:
             result = stop.value
-    if alpha is not None:
-        result = np.concatenate([result, alpha.astype(result.dtype)], axis=-1)
+    result = join_alpha(result, alpha)
     write_image(args.output, result, like=src)
     print(f"wrote {args.output} ({args.method}, shape {result.shape})")
     return 0

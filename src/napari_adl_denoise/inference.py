@@ -319,3 +319,16 @@ def denoise(
                 progress(record)
     except StopIteration as stop:
         return stop.value
+
+
+def split_alpha(data: np.ndarray, rgb: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGBA data's colour, to denoise, and its alpha, kept as it is (the Denoise dock, the Layers
+    menu action and ``adl-denoise denoise`` on PNG); other data and no alpha."""
+    if rgb and data.shape[-1] == 4:
+        return data[..., :3], data[..., 3:]
+    return data, None
+
+
+def join_alpha(result: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``result`` with the alpha :func:`split_alpha` kept, in the result's dtype."""
+    return result if alpha is None else np.concatenate([result, alpha.astype(result.dtype)], axis=-1)

@@ -47,19 +47,6 @@ def default_mode(layers: list[Image]) -> str:
     return VOLUME
 
 
-def split_alpha(data: np.ndarray, rgb: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """An RGBA layer's colour, to denoise, and its alpha, kept as it is (as ``adl-denoise denoise``
-    does for PNG); other data and no alpha."""
-    if rgb and data.shape[-1] == 4:
-        return data[..., :3], data[..., 3:]
-    return data, None
-
-
-def join_alpha(result: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """``result`` with the alpha :func:`split_alpha` kept, in the result's dtype."""
-    return result if alpha is None else np.concatenate([result, alpha.astype(result.dtype)], axis=-1)
-
-
 def model_widgets(label: str = "Model") -> tuple[ComboBox, FileEdit]:
     """A model choice (the bundled one for the data, a model's name, or a file) and its file box.
 

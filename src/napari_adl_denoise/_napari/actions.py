@@ -7,9 +7,9 @@ from napari.utils.notifications import show_warning
 from napari.viewer import Viewer
 
 from .._adl import default_method
-from ..inference import iter_denoise
+from ..inference import iter_denoise, join_alpha, split_alpha
 from ._jobs import copy_placement, start_job
-from ._layers import default_mode, join_alpha, layer_array, layout_args, split_alpha
+from ._layers import default_mode, layer_array, layout_args
 
 
 def denoise_layer(layer: Layer, viewer: Viewer) -> None:

@@ -10,7 +10,7 @@ from napari.utils.notifications import show_warning
 
 from .._adl import NoModelError, as_loaded_model, default_model_info, plan_denoise
 from .._device import available_devices
-from ..inference import NOISE_MODELS, iter_denoise, robust_range
+from ..inference import NOISE_MODELS, iter_denoise, join_alpha, robust_range, split_alpha
 from ..methods import get_method, list_methods
 from ._jobs import JobDock, copy_placement
 from ._layers import (
@@ -19,13 +19,11 @@ from ._layers import (
     VOLUME,
     default_mode,
     image_choices,
-    join_alpha,
     keep_fresh,
     layer_array,
     layout_args,
     model_arg,
     model_widgets,
-    split_alpha,
 )
 
 # A preview in 3D denoises this many planes around the current one: the 3D model's context in depth
