@@ -52,7 +52,7 @@ def tiny_config(images: Path, output: Path, **overrides) -> TrainingConfig:
         "output": str(output),
     }
     for key, value in overrides.items():
-        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return TrainingConfig.model_validate(raw)
 
 
@@ -344,3 +344,40 @@ def test_cli_max_minutes_stops_with_a_resumable_checkpoint(images, tmp_path, cap
     assert main(["train", str(path), "--max-minutes", "0.0001"]) == 0
     assert "continue with --resume" in capsys.readouterr().out
     assert torch.load(tmp_path / "timed" / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_the_adversarial_term_judges_g_of_y_and_trains_the_denoiser_only(images, tmp_path):
+    """ADL's fix of the reference code: the discriminator's fake is the denoised G(y) (not the
+    noisy input), the denoiser gets the adversarial gradient, and the denoiser's step leaves the
+    discriminator's weights and batch-norm statistics as they were (a fake-only batch)."""
+    from napari_adl_denoise.training.engine import _Trainer
+
+    config = tiny_config(images, tmp_path / "adv", loss={"l1": 0, "atw": 0, "histogram": 0, "adversarial": 1})
+    trainer = _Trainer(config, resume=False, device="cpu")
+    batch = trainer.sampler.batch()
+    seen = []
+    trainer.discriminator.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    g_before = [p.detach().clone() for p in trainer.generator.parameters()]
+    losses = trainer._generator_step(batch, adversarial=True)
+    assert losses["adversarial"] != 0
+    with torch.no_grad():
+        expected = _with_weights(trainer.generator, g_before)(batch.noisy)
+    torch.testing.assert_close(seen[0], expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(seen[0], batch.noisy)
+    after = list(trainer.generator.parameters())
+    moved = [not torch.equal(p.detach(), q) for p, q in zip(after, g_before, strict=True)]
+    assert sum(moved) > len(moved) // 2  # the adversarial term alone moved the denoiser
+    for name, value in trainer.discriminator.state_dict().items():
+        if "num_batches_tracked" not in name:
+            torch.testing.assert_close(value, d_before[name], atol=0, rtol=0, msg=f"{name} changed")
+    trainer.dist.close()
+
+
+def _with_weights(model: EfficientUnet, weights: list[torch.Tensor]) -> EfficientUnet:
+    import copy
+
+    clone = copy.deepcopy(model).train()  # as in the step: batch statistics, if any
+    for p, w in zip(clone.parameters(), weights, strict=True):
+        p.data.copy_(w)
+    return clone

@@ -17,7 +17,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,6 +263,21 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _frozen_norm_statistics(module: torch.nn.Module) -> Iterator[None]:
+    """Batch norm normalises by the batch as in training, but its running statistics stay as
+    they are: a fake-only batch (the denoiser's adversarial term) must not shift them."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
+
 class _Trainer:
     def __init__(
         self, config: TrainingConfig, resume: bool, device: str, images: Mapping[str, list] | None = None
@@ -343,8 +358,8 @@ class _Trainer:
         )
         if adversarial and w.adversarial:
             self.discriminator.requires_grad_(False)
-            with _autocast(self.device, self.config.amp):
-                fake_maps = self.discriminator(outputs[0])
+            with _autocast(self.device, self.config.amp), _frozen_norm_statistics(self.discriminator):
+                fake_maps = self.discriminator(outputs[0])  # the fake is G(y), and G gets the gradient
             adv = adversarial_loss(tuple(m.float() for m in fake_maps))
             self.discriminator.requires_grad_(True)
             loss = loss + w.adversarial * adv
