@@ -255,6 +255,22 @@ def test_a_volume_through_a_2d_model_batches_its_slices_and_reports_progress(tin
     assert out.shape == (12, 20, 20)
 
 
+def test_each_slicing_direction_plans_its_own_tiles(tiny_2d, monkeypatch):
+    """A flat volume's directions have different slices: one direction's tile must not carry
+    over to the next (the result would depend on the order), and a 3D tile gives each its two."""
+    volume = np.random.default_rng(0).random((8, 40, 72)).astype(np.float32)
+    seen = []
+    original = adl._adl._tile_shape
+    monkeypatch.setattr(
+        adl._adl, "_tile_shape", lambda *args: seen.append(original(*args)) or original(*args)
+    )
+    denoise(volume, model=tiny_2d, spatial_dims=3)
+    assert seen == [(40, 72), (8, 72), (8, 40)]
+    seen.clear()
+    denoise(volume, model=tiny_2d, spatial_dims=3, tile_shape=(16, 24, 32))
+    assert seen == [(24, 32), (8, 32), (8, 24)]  # a tile never exceeds the 8 padded planes
+
+
 def test_volumes_default_to_the_2d_gray_model_over_three_directions():
     from napari_adl_denoise import plan_denoise
 

@@ -95,6 +95,10 @@ def test_noise_model_option_round_trips_through_the_api_and_is_checked():
         denoise(gaussian, noise_model="poisson_gaussian")
     with pytest.raises(ValueError, match="unknown noise_model 'photons'"):
         denoise(noisy, noise_model="photons")
+    tiny = noisy[:20, :20]  # too little to estimate from: auto denoises it as it is
+    np.testing.assert_array_equal(denoise(tiny, noise_model="auto"), denoise(tiny))
+    with pytest.raises(ValueError, match="poisson_gaussian.*give a NoiseModel"):
+        denoise(tiny, noise_model="poisson_gaussian")
 
 
 def test_noise_model_option_in_the_cli(tmp_path):
@@ -120,8 +124,9 @@ def test_noise_model_option_in_the_cli(tmp_path):
     assert run.returncode == 0, run.stderr
     expected = denoise(noisy, noise_model=NoiseModel(gain=8.5, offset=0.0))
     np.testing.assert_allclose(tifffile.imread(tmp_path / "out.tif"), expected, atol=1e-4)
-    bad = subprocess.run([*cli, str(tmp_path / "o2.tif"), "--gain", "8.5"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--gain" in bad.stderr and "Traceback" not in bad.stderr
+    for flags in (["--gain", "8.5"], ["--noise-model", "poisson_gaussian", "--offset", "3"]):
+        bad = subprocess.run([*cli, str(tmp_path / "o2.tif"), *flags], capture_output=True, text=True)
+        assert bad.returncode == 2 and "--gain" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_training_noise_with_backgrounds_varying_levels_and_photon_ranges():

@@ -142,9 +142,19 @@ def plan_denoise(
     planes = config.spatial_dims < spatial_dims
     spatial = tuple(shape[-spatial_dims:])
     # A volume through a 2D model: each direction's slices; the largest slice sets the memory.
-    views = [spatial[:a] + spatial[a + 1 :] for a in range(len(spatial))] if planes else [spatial]
+    views = [(a, spatial[:a] + spatial[a + 1 :]) for a in range(len(spatial))]
+    if not planes:
+        views = [(None, spatial)]
     resolved = resolve_device(device)
-    tiles = [_tile_shape(tile_shape, tuple(round_up(s) for s in view), resolved, overlap) for view in views]
+    tiles = [
+        _tile_shape(
+            tile_shape if a is None else _slice_tile(tile_shape, a),
+            tuple(round_up(s) for s in view),
+            resolved,
+            overlap,
+        )
+        for a, view in views
+    ]
     tile = max(tiles, key=math.prod)
     return Plan(info, tile, estimate_memory(config, tile), planes)
 
@@ -196,6 +206,13 @@ def _tile_shape(
     return tuple(min(max(MIN_TILE, round_up(int(t))), p) for t, p in zip(requested, padded, strict=True))
 
 
+def _slice_tile(tile: int | tuple[int, ...] | None, axis: int) -> int | tuple[int, ...] | None:
+    """A volume's tile request for the slices across ``axis``: a 3D tile loses that axis."""
+    if isinstance(tile, tuple | list) and len(tile) == 3:
+        return tuple(t for a, t in enumerate(tile) if a != axis)
+    return tile
+
+
 def _balanced(size: int, edge: int, overlap: float) -> int:
     """The smallest tile that covers ``size`` with as many tiles as tiles of ``edge`` would need."""
     if size <= edge:
@@ -235,7 +252,11 @@ class AdlRunner:
         axis costs little), the three results averaged. Measured in README ("Volumes")."""
         out = np.zeros(volume.shape, dtype=np.float32)
         axes = range(1, volume.ndim)
+        requested = self.requested_tile
         for k, axis in enumerate(axes):
+            # Each direction plans its own tiles (a 3D tile_shape gives each its two sizes); an
+            # out-of-memory retry shrinks only the direction it happened in.
+            self.requested_tile = _slice_tile(requested, axis - 1)
             steps = self._denoise(np.moveaxis(volume, axis, 1))
             try:
                 while True:
@@ -243,6 +264,9 @@ class AdlRunner:
                     yield k * total + done, len(axes) * total
             except StopIteration as stop:
                 out += np.moveaxis(stop.value, 1, axis)
+            finally:
+                steps.close()
+        self.requested_tile = requested
         return out / len(axes)
 
     def _denoise(self, item: np.ndarray) -> Generator[tuple[int, int], None, np.ndarray]:

@@ -31,7 +31,7 @@ def inverse(d: np.ndarray, model: NoiseModel) -> np.ndarray:
     means, expectations = _table()
     d = np.asarray(d, dtype=np.float64)
     photons = np.interp(d, expectations, means)
-    # Above the table, the asymptotic series of the exact inverse (error < 1e-6 photons there).
+    # Above the table, the asymptotic series of the exact inverse (within 0.01 photons there).
     high = d > expectations[-1]
     if high.any():
         t = d[high]

@@ -71,13 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         "--gain", type=float, help="poisson_gaussian: intensity units per photon (with --offset)"
     )
     run.add_argument(
-        "--offset", type=float, default=0.0, help="poisson_gaussian: intensity of zero photons (default: 0)"
+        "--offset", type=float, help="poisson_gaussian with --gain: intensity of zero photons (default: 0)"
     )
     run.add_argument(
         "--read-noise",
         type=float,
-        default=0.0,
-        help="poisson_gaussian: Gaussian read-out noise sigma in intensity units (default: 0)",
+        help="poisson_gaussian with --gain: Gaussian read-out noise sigma in intensity units (default: 0)",
     )
 
     noise = commands.add_parser(
@@ -186,10 +185,12 @@ def _noise_model_arg(args: argparse.Namespace):
     from .noise import NoiseModel
 
     if args.gain is None:
+        if args.offset is not None or args.read_noise is not None:
+            raise ValueError("--offset and --read-noise describe a camera with --gain")
         return args.noise_model
-    if args.noise_model != "poisson_gaussian":
-        raise ValueError("--gain applies to --noise-model poisson_gaussian")
-    return NoiseModel(gain=args.gain, offset=args.offset, sigma=args.read_noise)
+    if args.noise_model != "poisson_gaussian" or not args.gain > 0:
+        raise ValueError("--gain (> 0) applies to --noise-model poisson_gaussian")
+    return NoiseModel(gain=args.gain, offset=args.offset or 0.0, sigma=args.read_noise or 0.0)
 
 
 def _colour_axis(src, given: int | None) -> int | None:

@@ -13,7 +13,16 @@ from . import _vst
 from .methods import MethodContext, get_method
 from .noise import NoiseModel, estimate_noise_model
 
-__all__ = ["NOISE_MODELS", "DenoiseProgress", "denoise", "iter_denoise", "robust_range"]
+__all__ = [
+    "NOISE_MODELS",
+    "DenoiseProgress",
+    "denoise",
+    "iter_denoise",
+    "join_alpha",
+    "resolve_noise_model",
+    "robust_range",
+    "split_alpha",
+]
 
 # Intensities are mapped so these percentiles of the input become 0 and 1: robust to a few hot
 # or dead pixels, and the same affine map is inverted exactly on the output.
@@ -128,11 +137,6 @@ def iter_denoise(
         raise ValueError(f"method {method!r} denoises {supported} data, not {spatial_dims}D")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("image contains NaN or infinite values")
-    stabiliser = _noise_model(noise_model, array, channel_axis)
-    if stabiliser is not None:
-        array = _vst.forward(array, stabiliser).astype(np.float32)
-        if intensity_range is not None:
-            intensity_range = tuple(_vst.forward(np.asarray(intensity_range, dtype=np.float64), stabiliser))
 
     # Canonical layout (items, channels, *spatial); views where possible, never written to.
     canonical = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array[None]
@@ -141,6 +145,7 @@ def iter_denoise(
     n_items = int(np.prod(lead, dtype=np.int64))
     items = np.moveaxis(canonical.reshape(channels, n_items, *spatial), 1, 0)
 
+    stabiliser = resolve_noise_model(noise_model, array, channel_axis=channel_axis)
     if intensity_range is None:
         lo, hi = robust_range(array)
     else:
@@ -152,6 +157,14 @@ def iter_denoise(
             raise ValueError(
                 f"intensity_range must be two finite numbers, low < high, got {intensity_range!r}"
             )
+    # The transform is monotone, so it maps the percentiles (or given range) to the transformed
+    # image's; items are transformed one at a time, never the whole array in float64.
+    forward, inverse = (
+        (lambda x: x, lambda x: x)
+        if stabiliser is None
+        else (lambda x: _vst.forward(x, stabiliser), lambda x: _vst.inverse(x, stabiliser))
+    )
+    lo, hi = (float(v) for v in forward(np.array([lo, hi])))
     scale = hi - lo
     if stabiliser is not None and "sigma" in chosen.options and options.get("sigma") is None:
         options["sigma"] = 1.0 / scale if scale > 0 else 1.0  # the transform's unit noise, normalised
@@ -165,7 +178,7 @@ def iter_denoise(
             out[index] = items[index]
             yield DenoiseProgress(method, index, n_items, 1, 1)
             continue
-        normalised = ((items[index] - lo) / scale).astype(np.float32)
+        normalised = ((forward(items[index]) - lo) / scale).astype(np.float32)
         steps = runner(normalised)
         try:
             while True:
@@ -175,11 +188,9 @@ def iter_denoise(
             result = stop.value
         finally:
             steps.close()
-        out[index] = result.astype(np.float64) * scale + lo
+        out[index] = inverse(result.astype(np.float64) * scale + lo)
 
     restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
-    if stabiliser is not None:
-        restored = _vst.inverse(restored, stabiliser).astype(np.float32)
     return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
 
 
@@ -189,20 +200,32 @@ estimates the noise (:func:`~napari_adl_denoise.noise.estimate_noise_model`) and
 variance when it grows with intensity; ``"poisson_gaussian"`` always does."""
 
 
-def _noise_model(
-    choice: str | NoiseModel | None, array: np.ndarray, channel_axis: int | None
+def resolve_noise_model(
+    choice: str | NoiseModel | None, image: npt.ArrayLike, *, channel_axis: int | None = None
 ) -> NoiseModel | None:
-    """The noise model whose variance to stabilise before denoising, or None."""
+    """The noise model whose variance ``denoise(noise_model=choice)`` stabilises, or None.
+
+    Estimated on ``image`` for ``"auto"`` and ``"poisson_gaussian"``; a part of an image (a
+    preview) gets the whole image's result from ``resolve_noise_model(choice, whole)`` passed on
+    as a :class:`~napari_adl_denoise.noise.NoiseModel`. A NoiseModel without gain (Gaussian)
+    needs no transform: None.
+    """
     if choice is None or isinstance(choice, NoiseModel):
         return choice if choice is None or choice.gain > 0 else None
-    if choice not in NOISE_MODELS:
+    if not isinstance(choice, str) or choice not in NOISE_MODELS:
         raise ValueError(
             f"unknown noise_model {choice!r}; choose one of: {', '.join(NOISE_MODELS)}, or a NoiseModel"
         )
     if choice == "blind":
         return None
+    array = np.asarray(image)
     channels_first = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array
-    estimated = estimate_noise_model(channels_first)
+    try:
+        estimated = estimate_noise_model(channels_first)
+    except ValueError as exc:
+        if choice == "auto":  # too little to judge by: as it is
+            return None
+        raise ValueError(f"noise_model='poisson_gaussian': {exc}; give a NoiseModel") from None
     if estimated.gain > 0:
         return estimated
     if choice == "poisson_gaussian":
@@ -273,7 +296,8 @@ def denoise(
         first, denoises the now Gaussian noise and inverts the transform without bias;
         ``"auto"`` does so when :func:`~napari_adl_denoise.noise.estimate_noise_model` finds
         the noise growing with intensity. A classical method is then given the transform's
-        noise level as its ``sigma``.
+        noise level as its ``sigma`` (a ``sigma`` you give is then on the transformed,
+        normalised scale).
     progress : callable, optional
         Called with a :class:`DenoiseProgress` after every tile.
     **options

@@ -10,7 +10,14 @@ from napari.utils.notifications import show_warning
 
 from .._adl import NoModelError, as_loaded_model, default_model_info, plan_denoise
 from .._device import available_devices
-from ..inference import NOISE_MODELS, iter_denoise, join_alpha, robust_range, split_alpha
+from ..inference import (
+    NOISE_MODELS,
+    iter_denoise,
+    join_alpha,
+    resolve_noise_model,
+    robust_range,
+    split_alpha,
+)
 from ..methods import get_method, list_methods
 from ._jobs import JobDock, copy_placement
 from ._layers import (
@@ -234,8 +241,11 @@ class DenoiseWidget(JobDock):
                 kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
             else:
                 kwargs.update(device="auto", tile_shape=None)
-            if whole is not None:
+            if whole is not None:  # a preview: the whole layer's range and noise, as a Run has
                 kwargs["intensity_range"] = robust_range(whole)
+                kwargs["noise_model"] = resolve_noise_model(
+                    kwargs["noise_model"], whole, channel_axis=-1 if channels == 3 else None
+                )
             result = yield from iter_denoise(data, **kwargs)
             return join_alpha(result, alpha)[keep], card
 
