@@ -226,7 +226,8 @@ def _bm4d(ctx: MethodContext) -> Runner:
 
 @register_method(
     "adl",
-    "ADL: Efficient-Unet trained by adversarial distortion learning (bundled or own weights)",
+    "ADL's Efficient-Unet (bundled weights trained with its L1 + ATW texture losses, not yet its "
+    "adversarial phase; or your own weights)",
     learned=True,
 )
 def _adl(ctx: MethodContext) -> Runner:
