@@ -167,7 +167,8 @@ def test_the_memory_estimate_is_for_the_model_that_will_run(viewer):
     widths = {m.name: m.config.filter_base for m in list_models()}
     widget = add_widget(viewer, "Denoise")
     widget.image.value = noisy_image(viewer)
-    assert widget.memory.value.endswith(f"(adl-2d-gray, b = {widths['adl-2d-gray']})")
+    gray = DEFAULT_MODELS[2, 1]
+    assert widget.memory.value.endswith(f"({gray}, b = {widths[gray]})")
     widget.image.value = viewer.add_image(data.astronaut()[:64, :96], name="rgb")
     assert widget.memory.value.endswith(f"(adl-2d-rgb, b = {widths['adl-2d-rgb']})")
     widget.model.value = ui.MODEL_FILE  # none chosen yet: nothing to estimate
@@ -443,14 +444,14 @@ def test_fine_tune_widget_saves_a_model_the_denoise_dock_lists_and_uses(viewer, 
     assert widget.output.value == user_models / "my-model-2.safetensors"  # the next run keeps this one
     np.testing.assert_array_equal(layer.data, before)
     card = model_info("my-model").card
-    assert card["base_model"] == "adl-2d-gray" and card["noise"][0]["kind"] == "speckle"
+    assert card["base_model"] == DEFAULT_MODELS[2, 1] and card["noise"][0]["kind"] == "speckle"
     for dock in (denoise, widget):  # listed with the models, above "model file..."
         assert list(dock.model.choices)[-2:] == ["my-model", ui.MODEL_FILE]
     denoise.image.value = layer
     denoise.model.value = "my-model"
     assert "(my-model, b = 8)" in denoise.memory.value
     click_and_wait(qtbot, denoise, denoise.run_button, lambda: len(viewer.layers) == 2)
-    assert viewer.layers[1].metadata["napari_adl_denoise"]["model"]["base_model"] == "adl-2d-gray"
+    assert viewer.layers[1].metadata["napari_adl_denoise"]["model"]["base_model"] == DEFAULT_MODELS[2, 1]
 
 
 def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(

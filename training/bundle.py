@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from ablation import SIGMAS, evaluate, load_val_images, val_files
 
+from napari_adl_denoise.models import EfficientUnetConfig
 from napari_adl_denoise.weights import bundled_dir, load_model, save_model
 
 HERE = Path(__file__).parent
@@ -83,11 +84,18 @@ def markdown(name: str, card: dict) -> str:
         f"- Loss weights: {json.dumps(card['training_config']['loss'])}",
         f"- Training images ({len(card['training_images'])}): " + "; ".join(card["training_images"]),
     ]
-    if card["training_config"].get("init"):
+    init = card["training_config"].get("init")
+    if init:
+        same = load_model(init).config == EfficientUnetConfig.model_validate(card["training_config"]["model"])
+        how = (
+            "continued from its weights"
+            if same
+            else "grown into this network by `inflate_weights` (2D to 3D, wider, or gray to RGB in "
+            "opponent colour space)"
+        )
         lines.append(
-            f"- Started from `{card['training_config']['init']}` (see its card), grown into this network "
-            "by `inflate_weights` (2D to 3D, wider, or gray to RGB in opponent colour space), so its "
-            "training images and time come on top of these"
+            f"- Started from `{init}` (see its card), {how}, so its training images and time come on top "
+            "of these"
         )
     lines += [
         "",

@@ -289,7 +289,7 @@ def denoise(
         an image (a slice, a chunk of a large volume) gives the whole image's result only with
         the whole image's range: :func:`~napari_adl_denoise.inference.robust_range` of it.
     noise_model : {"blind", "auto", "poisson_gaussian"} or NoiseModel, optional
-        Default (``None``, ``"blind"``): the image as it is; the bundled models are trained for
+        Default (``None``, ``"blind"``): the image as it is; the default gray model is trained for
         Gaussian, Poisson, Poisson-Gaussian and Rician noise. ``"poisson_gaussian"`` or a
         :class:`~napari_adl_denoise.noise.NoiseModel` (gain, offset, read-out sigma, when you
         know your camera) stabilises the variance with the generalised Anscombe transform

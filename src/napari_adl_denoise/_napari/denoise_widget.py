@@ -63,7 +63,7 @@ class DenoiseWidget(JobDock):
             label="Noise",
             choices=NOISE_MODELS,
             value="blind",
-            tooltip="blind: denoise the image as it is (the bundled models learnt Gaussian, Poisson, "
+            tooltip="blind: denoise the image as it is (the default gray model learnt Gaussian, Poisson, "
             "Poisson-Gaussian and Rician noise). poisson_gaussian: photon noise (fluorescence, "
             "low-dose X-ray/CT), made Gaussian by the generalised Anscombe transform with the "
             "gain estimated from the image, then inverted without bias. auto: that transform "
