@@ -107,6 +107,7 @@ class DenoiseWidget(JobDock):
             "quarter). Overlaps are cross-faded, hiding seams; more overlap costs more time.",
         )
         self.memory = Label(label="Memory")
+        self.memory.native.setWordWrap(True)  # a long model name must not widen the dock
         self.memory.tooltip = "Estimated device memory per tile for the model that will run (GiB)."
         self.preview_button = PushButton(
             text="Preview current slice",
