@@ -85,7 +85,8 @@ class DenoiseWidget(JobDock):
             value=VOLUME,
             visible=False,
             tooltip="A stack: each 2D slice with a 2D model, or each 3D volume (the last three "
-            "axes) with a 3D model. Single-plane and RGB stacks default to 2D slices.",
+            "axes), with a 3D model or a 2D model along all three axes, averaged (the default). "
+            "Single-plane and RGB stacks default to 2D slices.",
         )
         self.tile = SpinBox(
             label="Tile size (px, 0: auto)",
