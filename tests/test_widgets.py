@@ -117,7 +117,10 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
     widget.tile.value = 16
     assert f"GiB per tile of 16 x 16 x 16 (tiny3d, b = {tiny_3d.config.filter_base})" in widget.memory.value
     widget.mode.value = ui.SLICES
-    assert widget.memory.value == "tiny3d is a 3D model; the data is denoised in 2D"
+    assert widget.memory.value == (
+        "model 'tiny3d' is a 3D model but the data is denoised in 2D; "
+        "denoise it in 3D or choose another model"
+    )
     widget.mode.value = ui.VOLUME
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
     out = viewer.layers["vol [adl tiny3d]"]  # not the bundled model: its name is in the result's

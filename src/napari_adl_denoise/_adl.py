@@ -134,14 +134,7 @@ def plan_denoise(
     """
     info = default_model_info(spatial_dims, channels) if model is None else model_info(model)
     config = info.config
-    if config.spatial_dims > spatial_dims:
-        raise ValueError(
-            f"{info.name} is a {config.spatial_dims}D model; the data is denoised in {spatial_dims}D"
-        )
-    if config.in_channels not in (channels, 1):
-        raise ValueError(
-            f"model {info.name!r} takes {config.in_channels} channel(s) but the image has {channels}"
-        )
+    _check_fits(info.name, config, spatial_dims, channels)
     planes = config.spatial_dims < spatial_dims
     spatial = tuple(shape[-spatial_dims:])
     # A volume through a 2D model: each direction's slices; the largest slice sets the memory.
@@ -176,17 +169,19 @@ def as_loaded_model(model: object, spatial_dims: int, channels: int) -> LoadedMo
         loaded = load_model(model)
     else:
         raise ValueError(f"model must be a name, a path or an EfficientUnet, got {type(model).__name__}")
-    config = loaded.config
+    _check_fits(loaded.name, loaded.config, spatial_dims, channels)
+    return loaded
+
+
+def _check_fits(name: str, config: EfficientUnetConfig, spatial_dims: int, channels: int) -> None:
+    """One-line ValueError unless the model can denoise such data (a 2D model can do volumes)."""
     if config.spatial_dims > spatial_dims:
         raise ValueError(
-            f"model {loaded.name!r} is a {config.spatial_dims}D model but the data is denoised "
-            f"in {spatial_dims}D (set spatial_dims={config.spatial_dims} or choose another model)"
+            f"model {name!r} is a {config.spatial_dims}D model but the data is denoised in "
+            f"{spatial_dims}D; denoise it in {config.spatial_dims}D or choose another model"
         )
     if config.in_channels not in (channels, 1) or config.out_channels != config.in_channels:
-        raise ValueError(
-            f"model {loaded.name!r} takes {config.in_channels} channel(s) but the image has {channels}"
-        )
-    return loaded
+        raise ValueError(f"model {name!r} takes {config.in_channels} channel(s) but the image has {channels}")
 
 
 def _tile_shape(
