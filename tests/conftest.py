@@ -95,4 +95,4 @@ def identity_method():
         return run
 
     yield "identity-test"
-    del methods._REGISTRY["identity-test"]
+    del methods._registry._REGISTRY["identity-test"]

@@ -10,8 +10,10 @@ from skimage import data
 
 import napari_adl_denoise as adl
 from napari_adl_denoise import NoModelError, add_noise, denoise, iter_denoise
-from napari_adl_denoise._adl import DEFAULT_MODELS, MIN_TILE
 from napari_adl_denoise.inference import robust_range
+from napari_adl_denoise.methods import _learned as learned
+from napari_adl_denoise.methods._learned import MIN_TILE
+from napari_adl_denoise.methods.adl import DEFAULT_MODELS
 
 
 def _copy_and_freeze(image: np.ndarray) -> np.ndarray:
@@ -99,7 +101,7 @@ def test_4d_time_series_of_volumes(tiny_3d):
 
 
 def test_progress_is_reported_per_batch_of_tiles(tiny_2d, monkeypatch):
-    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 4 * 48 * 48)
+    monkeypatch.setattr(learned, "CPU_BATCH_VOXELS", 4 * 48 * 48)
     records = []
     denoise(np.zeros((100, 100)) + np.eye(100), model=tiny_2d, tile_shape=48, progress=records.append)
     # padded 104 -> tiles at 0, 32, 56 per axis (8-aligned, overlap >= 25%): 9 tiles in batches
@@ -129,9 +131,9 @@ class CountingModel(torch.nn.Module):
 def test_closing_the_generator_cancels_between_batches_of_tiles(tiny_2d, monkeypatch):
     counting = CountingModel(tiny_2d)
     monkeypatch.setattr(
-        adl._adl, "as_loaded_model", lambda m, sd, c: adl.LoadedModel("c", counting, tiny_2d.config)
+        learned, "as_loaded_model", lambda m, sd, c, method: adl.LoadedModel("c", counting, tiny_2d.config)
     )
-    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 2 * 32 * 32)  # two tiles per batch
+    monkeypatch.setattr(learned, "CPU_BATCH_VOXELS", 2 * 32 * 32)  # two tiles per batch
     steps = iter_denoise(np.random.default_rng(0).random((128, 128)), tile_shape=32)
     records = [next(steps) for _ in range(3)]
     steps.close()
@@ -142,7 +144,7 @@ def test_closing_the_generator_cancels_between_batches_of_tiles(tiny_2d, monkeyp
 def test_batched_tiles_give_the_same_result_as_one_by_one(tiny_2d, monkeypatch):
     image = np.random.default_rng(0).random((100, 90)).astype(np.float32)
     batched = denoise(image, model=tiny_2d, tile_shape=32)
-    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 1)
+    monkeypatch.setattr(learned, "CPU_BATCH_VOXELS", 1)
     np.testing.assert_allclose(batched, denoise(image, model=tiny_2d, tile_shape=32), atol=1e-5)
 
 
@@ -150,7 +152,7 @@ def test_out_of_memory_halves_the_tile_and_gives_the_same_result(tiny_2d, monkey
     image = np.random.default_rng(0).random((96, 96)).astype(np.float32)
     oom = CountingModel(tiny_2d, limit=48 * 48)
     monkeypatch.setattr(
-        adl._adl, "as_loaded_model", lambda m, sd, c: adl.LoadedModel("c", oom, tiny_2d.config)
+        learned, "as_loaded_model", lambda m, sd, c, method: adl.LoadedModel("c", oom, tiny_2d.config)
     )
     recovered = denoise(image, tile_shape=96, overlap=0.5)
     monkeypatch.undo()
@@ -161,7 +163,7 @@ def test_out_of_memory_halves_the_tile_and_gives_the_same_result(tiny_2d, monkey
 def test_out_of_memory_at_the_smallest_tile_on_cpu_is_a_clear_error(tiny_2d, monkeypatch):
     oom = CountingModel(tiny_2d, limit=1)
     monkeypatch.setattr(
-        adl._adl, "as_loaded_model", lambda m, sd, c: adl.LoadedModel("c", oom, tiny_2d.config)
+        learned, "as_loaded_model", lambda m, sd, c, method: adl.LoadedModel("c", oom, tiny_2d.config)
     )
     with pytest.raises(MemoryError, match=f"tile \\({MIN_TILE}, {MIN_TILE}\\) on the CPU"):
         denoise(np.random.default_rng(0).random((64, 64)), device="cpu")
@@ -246,7 +248,7 @@ def test_a_2d_model_denoises_a_volume_along_all_three_axes_averaged(tiny_2d):
 
 
 def test_a_volume_through_a_2d_model_batches_its_slices_and_reports_progress(tiny_2d, monkeypatch):
-    monkeypatch.setattr(adl._adl, "CPU_BATCH_VOXELS", 16 * 48 * 48)
+    monkeypatch.setattr(learned, "CPU_BATCH_VOXELS", 16 * 48 * 48)
     records, out = drain(iter_denoise(np.random.default_rng(0).random((12, 20, 20)), model=tiny_2d))
     # one record before each direction's first batch, then one per batch of 16 slices
     assert len(records) == 3 * (1 + 1)
@@ -260,10 +262,8 @@ def test_each_slicing_direction_plans_its_own_tiles(tiny_2d, monkeypatch):
     over to the next (the result would depend on the order), and a 3D tile gives each its two."""
     volume = np.random.default_rng(0).random((8, 40, 72)).astype(np.float32)
     seen = []
-    original = adl._adl._tile_shape
-    monkeypatch.setattr(
-        adl._adl, "_tile_shape", lambda *args: seen.append(original(*args)) or original(*args)
-    )
+    original = learned._tile_shape
+    monkeypatch.setattr(learned, "_tile_shape", lambda *args: seen.append(original(*args)) or original(*args))
     denoise(volume, model=tiny_2d, spatial_dims=3)
     assert seen == [(40, 72), (8, 72), (8, 40)]
     seen.clear()
@@ -303,7 +303,7 @@ def test_the_callers_model_is_left_as_it_was(tiny_2d, tmp_path):
 
 def test_adl_without_an_installed_model_refuses_clearly(monkeypatch, tmp_path):
     monkeypatch.setattr(adl.weights, "bundled_dir", lambda: tmp_path)
-    with pytest.raises(NoModelError, match="no ADL model for 2D grayscale data is installed"):
+    with pytest.raises(NoModelError, match="no 'adl' model for 2D grayscale data is installed"):
         denoise(np.random.default_rng(0).random((16, 16)))
 
 

@@ -13,9 +13,9 @@ from nibabel.testing import data_path
 from skimage import data
 
 from napari_adl_denoise import add_noise, denoise, list_models, load_model, metrics, model_info, save_model
-from napari_adl_denoise._adl import DEFAULT_MODELS
 from napari_adl_denoise.cli import main
 from napari_adl_denoise.io import write_image
+from napari_adl_denoise.methods.adl import DEFAULT_MODELS
 from napari_adl_denoise.training import NoiseSpec, fine_tune
 
 SPECKLE = [NoiseSpec(kind="speckle", sigma=(20, 40))]

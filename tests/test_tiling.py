@@ -65,7 +65,7 @@ def test_tiled_3d_agrees_with_whole_volume(tiny_3d):
 def test_default_tiles_bound_memory_and_stay_balanced():
     import torch
 
-    from napari_adl_denoise._adl import _tile_shape
+    from napari_adl_denoise.methods._learned import _tile_shape
 
     cpu = torch.device("cpu")
     assert _tile_shape(None, (512, 512), cpu, 0.25) == (512, 512)  # whole image

@@ -359,7 +359,7 @@ def test_the_adversarial_term_judges_g_of_y_and_trains_the_denoiser_only(images,
     trainer.discriminator.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
     d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
     g_before = [p.detach().clone() for p in trainer.generator.parameters()]
-    losses = trainer._generator_step(batch, adversarial=True)
+    losses = trainer._generator_step(batch, "adversarial")
     assert losses["adversarial"] != 0
     with torch.no_grad():
         expected = _with_weights(trainer.generator, g_before)(batch.noisy)

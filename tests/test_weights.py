@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 import napari_adl_denoise as adl
 from napari_adl_denoise import ModelFileError, denoise, list_models, load_model, save_model
-from napari_adl_denoise._adl import DEFAULT_MODELS
 from napari_adl_denoise.io import read_image
+from napari_adl_denoise.methods.adl import DEFAULT_MODELS
 from napari_adl_denoise.models import EfficientUnetConfig
 
 

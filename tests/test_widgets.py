@@ -10,10 +10,10 @@ import pytest
 from nibabel.testing import data_path
 from skimage import data
 
-import napari_adl_denoise._adl
+import napari_adl_denoise.methods._learned
 from napari_adl_denoise import add_noise, denoise, list_models, model_info, save_model
-from napari_adl_denoise._adl import DEFAULT_MODELS
 from napari_adl_denoise._napari import _layers as ui
+from napari_adl_denoise.methods.adl import DEFAULT_MODELS
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-adl-denoise"
@@ -182,7 +182,7 @@ def test_the_memory_estimate_is_for_the_model_that_will_run(viewer):
 def test_cancel_or_closing_the_dock_or_viewer_stops_the_job_and_adds_nothing(
     viewer, qtbot, tiny_2d, tmp_path, monkeypatch, stop
 ):
-    monkeypatch.setattr(napari_adl_denoise._adl, "CPU_BATCH_VOXELS", 1)  # one tile per step
+    monkeypatch.setattr(napari_adl_denoise.methods._learned, "CPU_BATCH_VOXELS", 1)  # one tile per step
     path = save_model(tiny_2d, tmp_path / "tiny.safetensors")
     layer = viewer.add_image(np.random.default_rng(0).random((512, 512)).astype(np.float32), name="big")
     widget = add_widget(viewer, "Denoise")
@@ -241,7 +241,10 @@ def test_denoise_problems_become_notifications(viewer, qtbot, notifications, mon
     widget.method.value = "adl"
     widget.model.value = ui.AUTO_MODEL
     click_and_wait(
-        qtbot, widget, widget.run_button, lambda: any("no ADL model" in str(n.message) for n in notifications)
+        qtbot,
+        widget,
+        widget.run_button,
+        lambda: any("no 'adl' model" in str(n.message) for n in notifications),
     )
     assert len(viewer.layers) == 1
 
@@ -512,7 +515,7 @@ def test_a_failure_at_once_still_reaches_the_status_line(viewer, qtbot, monkeypa
     widget.image.value = noisy_image(viewer)
     widget.method.value = "adl"
     widget.run_button.native.click()
-    assert widget.status.value.startswith("failed:") and "no ADL model" in widget.status.value
+    assert widget.status.value.startswith("failed:") and "no 'adl' model" in widget.status.value
     assert widget._worker is None and widget.run_button.enabled and not widget.cancel_button.enabled
 
 

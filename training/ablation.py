@@ -1,11 +1,19 @@
-"""Ablation of the ADL losses on CPU: L1 only, +ATW texture, +histogram, +adversarial.
+"""Ablations on CPU, one family per run, each arm from the same seed and the same data.
 
-Every arm trains the same small 2D gray Efficient-Unet from the same seed for the same number
-of denoiser updates on ``training/data/2d-gray/train`` (the adversarial arm also spends steps
-on the discriminator), then denoises the held-out ``2d-gray/val`` images blind at sigma = 15,
-25 and 50 beside the noisy input and non-local means, in one run.
+``--family adl``: the ADL losses, L1 only, +ATW texture, +histogram, +adversarial, on a small
+2D gray Efficient-Unet (the adversarial arm also spends steps on the discriminator).
+
+``--family adaptive-cnn``: the multi-scale adaptive CNN's parts, in the compact configuration
+of ``training/configs/adaptive-cnn-2d-gray.yaml``: the full network (damping layers, lp
+penalty, clean-to-clean phase), without the damping layers, without the lp term, and without
+the clean-to-clean phase (same noisy-to-clean updates in every arm; MSE loss).
+
+Every arm trains on ``training/data/2d-gray/train`` and then denoises the held-out
+``2d-gray/val`` images blind at sigma = 15, 25 and 50, beside the noisy input and non-local
+means, in one run.
 
     python training/assemble_data.py && python training/ablation.py --steps 1500
+    python training/ablation.py --family adaptive-cnn --steps 600 --lr 1e-3
 """
 
 from __future__ import annotations
@@ -23,6 +31,30 @@ from napari_adl_denoise.training import TrainingConfig, train
 
 HERE = Path(__file__).parent
 SIGMAS = (15, 25, 50)
+
+
+ADAPTIVE_CNN = {
+    "kind": "adaptive_cnn",
+    "feature_channels": [16, 20, 24, 28, 32],
+    "reconstruction_channels": 64,
+}
+ADAPTIVE_CNN_LOSS = {"l1": 0, "mse": 1, "atw": 0, "histogram": 0, "adversarial": 0, "lp": 1e-6}
+
+
+def adaptive_cnn_arms(steps: int) -> dict[str, dict]:
+    phases = {
+        "clean_to_clean": steps // 4,
+        "denoiser_warmup": steps,
+        "discriminator_warmup": 0,
+        "adversarial": 0,
+    }
+    arm = {"model": ADAPTIVE_CNN, "loss": ADAPTIVE_CNN_LOSS, "phases": phases}
+    return {
+        "damping + lp + clean-to-clean": arm,
+        "no damping layers": {**arm, "model": {**ADAPTIVE_CNN, "damping_layers": 0}},
+        "no lp term": {**arm, "loss": {**ADAPTIVE_CNN_LOSS, "lp": 0}},
+        "no clean-to-clean phase": {**arm, "phases": {**phases, "clean_to_clean": 0}},
+    }
 
 
 def arms(steps: int) -> dict[str, dict]:
@@ -48,6 +80,7 @@ def config(name: str, arm: dict, args: argparse.Namespace) -> TrainingConfig:
         {
             "name": name,
             "model": {"filter_base": args.filter_base},
+            "description": f"ablation arm {name}",
             "discriminator": {"filter_base": 8},
             "data": {
                 "train": [str(data / "2d-gray/train/*.tif")],
@@ -98,20 +131,23 @@ def load_val_images(data: Path, kind: str = "2d-gray") -> list[np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=("adl", "adaptive-cnn"), default="adl")
     parser.add_argument("--steps", type=int, default=1500, help="denoiser updates per arm")
     parser.add_argument("--filter-base", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--data", type=Path, default=HERE / "data")
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--out", type=Path, help="default: runs/ablation-FAMILY")
     parser.add_argument("--resume", action="store_true", help="continue interrupted arms")
     args = parser.parse_args()
+    args.out = args.out or Path(f"runs/ablation-{args.family}")
 
     images = load_val_images(args.data)
     results = {
         "noisy input": (evaluate(None, "noisy", images), 0.0),
         "NLM": (evaluate(None, "nlm", images), 0.0),
     }
-    for label, arm in arms(args.steps).items():
+    family = arms if args.family == "adl" else adaptive_cnn_arms
+    for label, arm in family(args.steps).items():
         name = label.lower().replace(" + ", "-").replace(" ", "-")
         cfg = config(name, arm, args)
         done = cfg.output_dir / f"{name}.safetensors"
@@ -121,12 +157,13 @@ def main() -> None:
                 if record.validation:
                     print(f"{label}: step {record.step} val PSNR {record.validation['psnr']:.2f}", flush=True)
         minutes = record.elapsed / 60 if record else float("nan")
-        results[label] = (evaluate(str(done), "adl", images), minutes)
+        results[label] = (evaluate(str(done), args.family, images), minutes)
 
     header = "| arm | train min | " + " | ".join(f"sigma {s} PSNR / SSIM" for s in SIGMAS) + " |"
     lines = [
-        f"{len(images)} held-out images (2d-gray/val), blind; {args.steps} denoiser updates per arm, "
-        f"filter_base {args.filter_base}, patches 64x64, batch 8, lr {args.lr}",
+        f"{len(images)} held-out images (2d-gray/val), blind; {args.family}, {args.steps} denoiser "
+        f"updates per arm{', filter_base ' + str(args.filter_base) if args.family == 'adl' else ''}, "
+        f"patches 64x64, batch 8, lr {args.lr}",
         "",
         header,
         "|" + "---|" * (2 + len(SIGMAS)),

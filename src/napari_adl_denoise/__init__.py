@@ -12,10 +12,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics
-from ._adl import NoModelError, Plan, plan_denoise
 from ._device import available_devices
 from .inference import DenoiseProgress, denoise, iter_denoise
-from .methods import get_method, list_methods, register_method
+from .methods import NoModelError, Plan, get_method, list_methods, plan_denoise, register_method
 from .noise import NOISE_KINDS, NoiseModel, add_noise, estimate_noise, estimate_noise_model
 from .weights import (
     LoadedModel,

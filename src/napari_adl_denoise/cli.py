@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--model",
-        help="ADL model: a name (see `adl-denoise models`) or a .safetensors file (default: for the data)",
+        help="the method's model: a name (see `adl-denoise models`) or a .safetensors file "
+        "(default: the method's bundled one for the data)",
     )
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     run.add_argument("--tile", type=_tile, help="tile size: N or one size per axis, e.g. 64,128,128")
@@ -140,15 +141,16 @@ def _parser() -> argparse.ArgumentParser:
     tuner.add_argument("--channel-axis", type=int, help="axis of colour channels (PNG/JPEG: detected)")
 
     commands.add_parser("methods", help="list the denoising methods")
-    commands.add_parser("models", help="list the ADL models: bundled, then yours")
+    commands.add_parser("models", help="list the models of the learned methods: bundled, then yours")
     return parser
 
 
 def _denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .inference import iter_denoise, join_alpha, split_alpha
+    from .inference import _layout, iter_denoise, join_alpha, split_alpha
     from .io import image_format, read_image, write_image
+    from .methods import get_method, plan_denoise
 
     image_format(args.output)  # reject a bad output name before any work
     noise_model = _noise_model_arg(args)
@@ -156,6 +158,20 @@ def _denoise(args: argparse.Namespace) -> int:
     channel_axis = _colour_axis(src, args.channel_axis)
     data, alpha = split_alpha(src.data, channel_axis is not None and src.format in ("png", "jpeg"))
     options = {"sigma": args.sigma} if args.sigma is not None else {}
+    if get_method(args.method).learned:  # the model, tiles and memory, before the work
+        sd, channels, axis = _layout(data.shape, channel_axis, args.spatial_dims)
+        shape = tuple(n for a, n in enumerate(data.shape) if a != axis)
+        job = plan_denoise(
+            shape,
+            sd,
+            channels,
+            method=args.method,
+            model=args.model,
+            device=args.device,
+            tile_shape=args.tile,
+            overlap=args.overlap,
+        )
+        print(f"{args.method}: {job.describe()}", file=sys.stderr)
     steps = iter_denoise(
         data,
         args.method,
@@ -325,27 +341,29 @@ def _methods(args: argparse.Namespace) -> int:
     for name in list_methods():
         method = get_method(name)
         status = "" if method.available else f"  [needs `{method.requires}`]"
-        print(f"{name:<9} {method.description}{status}")
+        print(f"{name:<13} {method.description}{status}")
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
+    from .methods import method_for_kind
     from .weights import bundled_dir, list_models, user_models_dir
 
     models = list_models()
     if not any(m.bundled for m in models):
-        print(f"no bundled ADL models are installed (looked in {bundled_dir()})")
+        print(f"no bundled models are installed (looked in {bundled_dir()})")
     for m in models:
         c = m.config
         kind = f"{c.spatial_dims}D {'RGB' if c.in_channels == 3 else 'gray'}"
-        print(f"{m.name:<14} {kind:<8} {'' if m.bundled else '[yours] '}{m.description}")
+        method = getattr(method_for_kind(c.kind), "name", c.kind)
+        print(f"{m.name:<20} {method:<12} {kind:<8} {'' if m.bundled else '[yours] '}{m.description}")
     print(f"your models folder: {user_models_dir()}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input, with a one-line message)."""
-    from ._adl import NoModelError
+    from .methods import NoModelError
 
     args = _parser().parse_args(argv)
     try:

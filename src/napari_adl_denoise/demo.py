@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._adl import default_method
 from .inference import denoise
 from .io import ImageFile, read_image, write_image
+from .methods import default_method
 from .metrics import psnr, ssim
 from .noise import add_noise
 from .weights import list_models

@@ -6,7 +6,8 @@ malicious file cannot run code) whose string metadata holds:
 ``format``
     ``"napari-adl-denoise/1"``.
 ``config``
-    JSON of the :class:`~napari_adl_denoise.models.EfficientUnetConfig`.
+    JSON of the network's config (:class:`~napari_adl_denoise.models.EfficientUnetConfig`,
+    :class:`~napari_adl_denoise.models.AdaptiveCnnConfig`); its ``kind`` names the family.
 ``card``
     JSON model card: description, training data, noise model, steps, metrics, package version...
 
@@ -31,7 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ._files import atomic_path
-from .models import EfficientUnet, EfficientUnetConfig
+from .models import AdaptiveCnnConfig, Denoiser, EfficientUnetConfig, build_model, parse_config
 
 __all__ = [
     "LoadedModel",
@@ -56,8 +57,8 @@ class LoadedModel:
     """A rebuilt network with its config, card and origin."""
 
     name: str
-    model: EfficientUnet
-    config: EfficientUnetConfig
+    model: Denoiser
+    config: EfficientUnetConfig | AdaptiveCnnConfig
     card: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -68,7 +69,7 @@ class ModelInfo:
 
     name: str
     path: Path
-    config: EfficientUnetConfig
+    config: EfficientUnetConfig | AdaptiveCnnConfig
     card: dict[str, Any]
 
     @property
@@ -111,7 +112,7 @@ def user_model_path(name: str) -> Path:
 
 
 def save_model(
-    model: EfficientUnet,
+    model: Denoiser,
     path: str | os.PathLike,
     card: dict[str, Any] | None = None,
     *,
@@ -121,8 +122,8 @@ def save_model(
 
     Parameters
     ----------
-    model : EfficientUnet
-        The network; its ``config`` is stored with it.
+    model : Denoiser
+        The network (an EfficientUnet, an AdaptiveCnn); its ``config`` is stored with it.
     path : path-like
         Destination, conventionally ending in ``.safetensors``.
     card : dict, optional
@@ -153,7 +154,7 @@ def save_model(
     return path
 
 
-def _read_metadata(path: Path) -> tuple[EfficientUnetConfig, dict[str, Any]]:
+def _read_metadata(path: Path) -> tuple[EfficientUnetConfig | AdaptiveCnnConfig, dict[str, Any]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -162,7 +163,7 @@ def _read_metadata(path: Path) -> tuple[EfficientUnetConfig, dict[str, Any]]:
     if metadata.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a napari-adl-denoise model (no '{FORMAT}' metadata)")
     try:
-        config = EfficientUnetConfig.model_validate_json(metadata["config"])
+        config = parse_config(metadata["config"])
         card = json.loads(metadata.get("card", "{}"))
     except (KeyError, ValidationError, json.JSONDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -240,7 +241,7 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
     """
     info = model_info(name_or_path)
     path, config = info.path, info.config
-    model = EfficientUnet(config)
+    model = build_model(config)
     expected = model.state_dict()
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +48,25 @@ def default_mode(layers: list[Image]) -> str:
     return VOLUME
 
 
-def model_widgets(label: str = "Model") -> tuple[ComboBox, FileEdit]:
+def model_widgets(
+    label: str = "Model", kind: Callable[[], str | None] = lambda: None
+) -> tuple[ComboBox, FileEdit]:
     """A model choice (the bundled one for the data, a model's name, or a file) and its file box.
 
-    The names (bundled, then the user's models) are read again whenever the dock's choices are
-    reset: when layers change, or a model is saved among the user's (see :func:`keep_fresh`)."""
+    The names (bundled, then the user's models; of network family ``kind()`` when that is not
+    None) are read again whenever the dock's choices are reset: when layers change, the method
+    changes, or a model is saved among the user's (see :func:`keep_fresh`)."""
 
     def names(_) -> list[str]:
-        return [AUTO_MODEL, *(m.name for m in list_models()), MODEL_FILE]
+        wanted = kind()
+        models = (m.name for m in list_models() if wanted is None or m.config.kind == wanted)
+        return [AUTO_MODEL, *models, MODEL_FILE]
 
     choice = _ModelChoice(
         label=label,
         choices=names,
-        tooltip="The ADL network: the bundled one for the data (2D gray, 2D RGB or 3D), one of "
-        "yours (Fine-tune saves them by name), or a .safetensors file.",
+        tooltip="The network: the method's bundled one for the data (2D gray, 2D RGB or 3D), one "
+        "of yours (Fine-tune saves them by name), or a .safetensors file.",
     )
     file = FileEdit(
         label="Model file", filter="*.safetensors", visible=False, tooltip="A .safetensors model file."

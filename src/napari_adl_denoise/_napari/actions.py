@@ -6,8 +6,8 @@ from napari.layers import Image, Layer
 from napari.utils.notifications import show_warning
 from napari.viewer import Viewer
 
-from .._adl import default_method
 from ..inference import iter_denoise, join_alpha, split_alpha
+from ..methods import default_method
 from ._jobs import copy_placement, start_job
 from ._layers import default_mode, layer_array, layout_args
 

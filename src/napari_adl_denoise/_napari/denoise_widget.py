@@ -8,7 +8,6 @@ import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
-from .._adl import NoModelError, as_loaded_model, default_model_info, plan_denoise
 from .._device import available_devices
 from ..inference import (
     NOISE_MODELS,
@@ -18,7 +17,14 @@ from ..inference import (
     robust_range,
     split_alpha,
 )
-from ..methods import get_method, list_methods
+from ..methods import (
+    NoModelError,
+    as_loaded_model,
+    default_model_info,
+    get_method,
+    list_methods,
+    plan_denoise,
+)
 from ._jobs import JobDock, copy_placement
 from ._layers import (
     MODEL_FILE,
@@ -72,7 +78,7 @@ class DenoiseWidget(JobDock):
         )
         self.about = Label(label="")
         self.about.native.setWordWrap(True)
-        self.model, self.model_file = model_widgets()
+        self.model, self.model_file = model_widgets(kind=lambda: get_method(self.method.value).model_kind)
         self.device = ComboBox(
             label="Device",
             choices=["auto", *available_devices()],
@@ -134,6 +140,7 @@ class DenoiseWidget(JobDock):
         )
         self.preview_button.changed.connect(self.preview)
         self.image.changed.connect(self._default_mode)
+        self.method.changed.connect(self.model.reset_choices)  # each method lists its own models
         for widget in (
             self.image,
             self.method,
@@ -180,6 +187,7 @@ class DenoiseWidget(JobDock):
                 shape,
                 sd,
                 3 if layer.rgb else 1,
+                method=self.method.value,
                 model=model,
                 device=self.device.value,
                 tile_shape=self.tile.value or None,
@@ -239,7 +247,7 @@ class DenoiseWidget(JobDock):
             kwargs = dict(params)
             card = None
             if learned:
-                loaded = as_loaded_model(model, layout["spatial_dims"], channels)
+                loaded = as_loaded_model(model, layout["spatial_dims"], channels, method)
                 kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
             else:
                 kwargs.update(device="auto", tile_shape=None)
@@ -254,7 +262,7 @@ class DenoiseWidget(JobDock):
         def add(output) -> None:
             result, card = output
             metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
-            name = f"{source.name} [{method}{_model_suffix(model, card, layout, channels)}]"
+            name = f"{source.name} [{method}{_model_suffix(method, model, card, layout, channels)}]"
             placement = copy_placement(source)
             if preview:
                 name, metadata["napari_adl_denoise"]["plane"] = f"{name} preview", planes
@@ -284,12 +292,12 @@ class DenoiseWidget(JobDock):
         return np.asarray(data[tuple(index)]), planes, keep
 
 
-def _model_suffix(model: str | None, card: dict | None, layout: dict, channels: int) -> str:
-    """' <model>' for a result name, when the model is not the bundled one for the data."""
+def _model_suffix(method: str, model: str | None, card: dict | None, layout: dict, channels: int) -> str:
+    """' <model>' for a result name, when the model is not the method's bundled one for the data."""
     if card is None or model is None:
         return ""
     try:
-        default = default_model_info(layout["spatial_dims"], channels).name
+        default = default_model_info(layout["spatial_dims"], channels, method=method).name
     except NoModelError:
         default = None
     return "" if card["name"] == default else f" {card['name']}"

@@ -1,7 +1,14 @@
-"""Networks: the Efficient-Unet denoiser and discriminator, 2D and 3D."""
+"""Networks: the ADL Efficient-Unet denoiser and discriminator, and the multi-scale adaptive
+CNN, 2D and 3D. A weights file's config says which family rebuilds it (its ``kind``)."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from pydantic import Discriminator, Tag, TypeAdapter
+
+from ._base import Denoiser
+from .adaptive_cnn import AdaptiveCnn, AdaptiveCnnConfig
 from .efficient_unet import (
     DiscriminatorConfig,
     EfficientUnet,
@@ -10,8 +17,40 @@ from .efficient_unet import (
 )
 
 __all__ = [
+    "AdaptiveCnn",
+    "AdaptiveCnnConfig",
+    "Denoiser",
+    "DenoiserConfig",
     "DiscriminatorConfig",
     "EfficientUnet",
     "EfficientUnetConfig",
     "EfficientUnetDiscriminator",
+    "build_model",
+    "parse_config",
 ]
+
+_NETWORKS: dict[str, type[Denoiser]] = {"efficient_unet": EfficientUnet, "adaptive_cnn": AdaptiveCnn}
+
+
+def _kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind or "efficient_unet"  # files and recipes from before the second family
+
+
+DenoiserConfig = Annotated[
+    Annotated[EfficientUnetConfig, Tag("efficient_unet")] | Annotated[AdaptiveCnnConfig, Tag("adaptive_cnn")],
+    Discriminator(_kind),
+]
+"""A denoising network's config; its ``kind`` names the family (Efficient-Unet when absent)."""
+
+_ADAPTER: TypeAdapter = TypeAdapter(DenoiserConfig)
+
+
+def parse_config(data: str | dict) -> EfficientUnetConfig | AdaptiveCnnConfig:
+    """A denoiser config from JSON text or a dict (pydantic ValidationError if invalid)."""
+    return _ADAPTER.validate_json(data) if isinstance(data, str) else _ADAPTER.validate_python(data)
+
+
+def build_model(config: EfficientUnetConfig | AdaptiveCnnConfig) -> Denoiser:
+    """The (untrained) network a config describes."""
+    return _NETWORKS[config.kind](config)

@@ -22,8 +22,9 @@ def conv(
     *,
     stride: int = 1,
     dilation: int = 1,
+    bias: bool = False,
 ) -> nn.Module:
-    """Bias-free 'same' convolution (output size = input size / stride)."""
+    """'Same' convolution (output size = input size / stride), bias-free unless asked."""
     return _CONV[spatial_dims](
         in_channels,
         out_channels,
@@ -31,7 +32,7 @@ def conv(
         stride=stride,
         padding=dilation * (kernel_size - 1) // 2,
         dilation=dilation,
-        bias=False,
+        bias=bias,
     )
 
 

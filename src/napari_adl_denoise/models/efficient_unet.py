@@ -19,12 +19,14 @@ Choices where the paper is vague, kept configurable:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from ._base import Denoiser
 from ._layers import Norm, ResidualBlock, UpBlock, conv, halving_blocks, norm
 
 __all__ = [
@@ -84,6 +86,18 @@ class EfficientUnetConfig(_UnetConfig):
         if self.enhancer_kernel % 2 == 0:
             raise ValueError(f"enhancer_kernel must be odd, got {self.enhancer_kernel}")
         return self
+
+    @property
+    def summary(self) -> str:
+        """Short text for status lines."""
+        return f"b = {self.filter_base}"
+
+    def memory_bytes(self, tile_shape: tuple[int, ...]) -> int:
+        """Approximate peak bytes of one tile's forward pass (float32, CPU), ~ linear in b:
+        measured by benchmarks/bench_denoise.py with b = 32, 1104 MB for 512^2 and 7975 MB for
+        128^3."""
+        per_voxel_b32 = {2: 4.2e3, 3: 3.8e3}[self.spatial_dims]
+        return int(math.prod(tile_shape) * per_voxel_b32 * self.filter_base / 32)
 
 
 class DiscriminatorConfig(_UnetConfig):
@@ -166,7 +180,7 @@ def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int) -> None:
         raise ValueError(f"spatial sizes must be multiples of 8 (pad them), got {tuple(x.shape[2:])}")
 
 
-class EfficientUnet(nn.Module):
+class EfficientUnet(Denoiser):
     """The ADL denoiser.
 
     ``forward(x)`` returns the full-resolution denoised image; ``forward(x, multiscale=True)``

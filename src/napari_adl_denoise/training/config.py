@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..models import DiscriminatorConfig, EfficientUnetConfig
+from ..models import DenoiserConfig, DiscriminatorConfig, EfficientUnetConfig
 from ..noise import NoiseKind
 
 __all__ = [
@@ -76,10 +76,13 @@ class DataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """Adam for both networks; ReduceLROnPlateau on validation PSNR in 'max' mode."""
+    """Adam for both networks; ReduceLROnPlateau on validation PSNR in 'max' mode.
+    ``adversarial_lr``, when set, becomes the denoiser's learning rate as the adversarial phase
+    starts (the adaptive CNN's paper: 1e-5 there)."""
 
     lr: float = Field(1e-4, gt=0)
     discriminator_lr: float = Field(1e-4, gt=0)
+    adversarial_lr: float | None = Field(None, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: int = Field(5, ge=0)
@@ -87,20 +90,35 @@ class OptimConfig(_Strict):
 
 
 class PhaseConfig(_Strict):
-    """Steps of each phase, run in this order."""
+    """Steps of each phase, run in this order.
 
+    ``clean_to_clean`` (the adaptive CNN's first phase) trains the denoiser to reconstruct clean
+    patches from themselves; the network adapts itself to it (dropout, bypassed layers; see
+    :meth:`~napari_adl_denoise.models.Denoiser.set_training_phase`). Its validation scores are
+    logged but never pick the saved weights. ``discriminator_steps``: discriminator updates on
+    each batch of the adversarial phase (that paper shows it the data twice).
+    """
+
+    clean_to_clean: int = Field(0, ge=0)
     denoiser_warmup: int = Field(1000, ge=0)
     discriminator_warmup: int = Field(200, ge=0)
     adversarial: int = Field(1000, ge=0)
+    discriminator_steps: int = Field(1, ge=1, le=8)
 
     @property
     def total(self) -> int:
-        return self.denoiser_warmup + self.discriminator_warmup + self.adversarial
+        return self.clean_to_clean + self.denoiser_warmup + self.discriminator_warmup + self.adversarial
+
+    @property
+    def adversarial_start(self) -> int:
+        return self.total - self.adversarial
 
     def phase_at(self, step: int) -> str:
-        if step < self.denoiser_warmup:
+        if step < self.clean_to_clean:
+            return "clean"
+        if step < self.clean_to_clean + self.denoiser_warmup:
             return "denoiser"
-        if step < self.denoiser_warmup + self.discriminator_warmup:
+        if step < self.adversarial_start:
             return "discriminator"
         return "adversarial"
 
@@ -113,12 +131,20 @@ class LossConfig(_Strict):
     which weight 1 dominates L1 and stalls training (measured on a tiny 3D run: 18.3 dB after 60
     steps against 21.1 dB with 0.05 and 21.3 dB without the term), so the default is 0.05.
     The adversarial weight 0.01 keeps the hinge term from dominating the L1 term.
+
+    ``mse`` is the adaptive CNN's data term; ``lp`` weighs the network's own weight penalty
+    (:meth:`~napari_adl_denoise.models.Denoiser.regulariser`) outside the clean-to-clean phase;
+    ``adversarial_ramp`` (s) scales the adversarial weight by ``1 + s * t / T`` over the
+    adversarial phase's ``T`` steps (that paper's eq. 7, s = 0.99).
     """
 
     l1: float = Field(1.0, ge=0)
+    mse: float = Field(0.0, ge=0)
     atw: float = Field(1.0, ge=0)
     histogram: float = Field(0.05, ge=0)
     adversarial: float = Field(0.01, ge=0)
+    adversarial_ramp: float = Field(0.0, ge=0)
+    lp: float = Field(0.0, ge=0)
     atw_levels: int = Field(4, ge=1, le=8)
     histogram_bins: int = Field(64, ge=4, le=1024)
 
@@ -128,7 +154,7 @@ class TrainingConfig(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    model: EfficientUnetConfig = EfficientUnetConfig()
+    model: DenoiserConfig = EfficientUnetConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     data: DataConfig
     noise: list[NoiseSpec] = Field(default_factory=lambda: [NoiseSpec()], min_length=1)

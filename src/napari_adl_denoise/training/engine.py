@@ -31,7 +31,7 @@ from .._device import resolve_device
 from .._files import atomic_path
 from ..metrics import psnr as psnr_metric
 from ..metrics import ssim as ssim_metric
-from ..models import EfficientUnet, EfficientUnetDiscriminator
+from ..models import Denoiser, EfficientUnet, EfficientUnetConfig, EfficientUnetDiscriminator, build_model
 from ..weights import load_model, save_model
 from .config import TrainingConfig
 from .data import Batch, PatchSampler, load_images
@@ -49,7 +49,7 @@ OPPONENT = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]])
 OPPONENT = OPPONENT / OPPONENT.norm(dim=1, keepdim=True)
 
 
-def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[str, torch.Tensor]:
+def inflate_weights(source: str | os.PathLike, target: Denoiser) -> dict[str, torch.Tensor]:
     """Weights for ``target`` from a saved model of the same shape, its 2D counterpart, a model
     with half its ``filter_base``, or a grayscale model with a third of it (for an RGB target).
 
@@ -69,7 +69,9 @@ def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[st
     each other (zero weights, free to train), and the output layers map the three noise estimates
     back to RGB.
 
-    Widening needs a network without normalisation (``norm: none``).
+    Widening needs a network without normalisation (``norm: none``); it and the colour copies
+    are for Efficient-Unets. Other families start from a model of the same config or its 2D
+    counterpart.
 
     Raises
     ------
@@ -78,6 +80,14 @@ def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[st
     """
     loaded = load_model(source)
     src_cfg, dst_cfg = loaded.config, target.config
+    misfit = f"init model {loaded.name} does not fit this config's model: {src_cfg} vs {dst_cfg}"
+    if type(src_cfg) is not type(dst_cfg):
+        raise ValueError(misfit)
+    if not isinstance(dst_cfg, EfficientUnetConfig):
+        same_dims = src_cfg.model_copy(update={"spatial_dims": dst_cfg.spatial_dims})
+        if same_dims != dst_cfg or src_cfg.spatial_dims > dst_cfg.spatial_dims:
+            raise ValueError(misfit)
+        return _inflate_depth(loaded.model.state_dict(), target, src_cfg.spatial_dims)
     colour = (src_cfg.in_channels, src_cfg.out_channels, dst_cfg.in_channels, dst_cfg.out_channels) == (
         1,
         1,
@@ -98,14 +108,21 @@ def inflate_weights(source: str | os.PathLike, target: EfficientUnet) -> dict[st
         or factor not in ((3,) if colour else (1, 2))
         or (factor != 1 and dst_cfg.norm != "none")
     ):
-        raise ValueError(f"init model {loaded.name} does not fit this config's model: {src_cfg} vs {dst_cfg}")
+        raise ValueError(misfit)
     state = loaded.model.state_dict()
     if factor != 1:
         try:
             state = _widen(state, target, int(factor), colour)
         except ValueError as exc:  # e.g. a head halving an odd width
             raise ValueError(f"init model {loaded.name} does not fit this config's model: {exc}") from None
-    if src_cfg.spatial_dims == dst_cfg.spatial_dims:
+    return _inflate_depth(state, target, src_cfg.spatial_dims)
+
+
+def _inflate_depth(
+    state: dict[str, torch.Tensor], target: Denoiser, source_dims: int
+) -> dict[str, torch.Tensor]:
+    """A 2D model's weights as the 3D ``target``'s (see :func:`inflate_weights`); same dims: as is."""
+    if source_dims == target.config.spatial_dims:
         return state
     for name, module in target.named_modules():
         if not isinstance(module, torch.nn.Conv3d | torch.nn.ConvTranspose3d):
@@ -288,7 +305,7 @@ class _Trainer:
         self.out = config.output_dir
         self.model_path = self.out / f"{config.name}.safetensors"
         torch.manual_seed(config.seed)
-        self.generator = EfficientUnet(config.model).to(self.device)
+        self.generator = build_model(config.model).to(self.device)
         self.discriminator = EfficientUnetDiscriminator(config.discriminator).to(self.device)
         o = config.optim
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=o.betas)
@@ -341,28 +358,36 @@ class _Trainer:
         self.checkpointed_at = self.state.step
 
     # -- steps ---------------------------------------------------------------------------------
-    def _generator_step(self, batch: Batch, adversarial: bool) -> dict[str, float]:
+    def _generator_step(self, batch: Batch, phase: str) -> dict[str, float]:
         w = self.config.loss
         self.generator.train()
+        source = batch.target if phase == "clean" else batch.noisy  # clean-to-clean: x -> x
         with _autocast(self.device, self.config.amp):
-            outputs = self.g_train(batch.noisy, multiscale=True)
+            outputs = self.g_train(source, multiscale=True)
         outputs = tuple(o.float() for o in outputs)
         loss, parts = denoiser_loss(
             outputs,
             batch.target,
             l1=w.l1,
+            mse=w.mse,
             atw=w.atw,
             histogram=w.histogram,
             atw_levels=w.atw_levels,
             histogram_bins=w.histogram_bins,
         )
-        if adversarial and w.adversarial:
+        if w.lp and phase != "clean":
+            penalty = self.generator.regulariser()
+            loss = loss + w.lp * penalty
+            parts["lp"] = float(penalty.detach())
+        if phase == "adversarial" and w.adversarial:
             self.discriminator.requires_grad_(False)
             with _autocast(self.device, self.config.amp), _frozen_norm_statistics(self.discriminator):
                 fake_maps = self.discriminator(outputs[0])  # the fake is G(y), and G gets the gradient
             adv = adversarial_loss(tuple(m.float() for m in fake_maps))
             self.discriminator.requires_grad_(True)
-            loss = loss + w.adversarial * adv
+            phases = self.config.phases
+            ramp = 1 + w.adversarial_ramp * (self.state.step - phases.adversarial_start) / phases.adversarial
+            loss = loss + w.adversarial * ramp * adv
             parts["adversarial"] = float(adv.detach())
         if not torch.isfinite(loss):
             raise ValueError(f"training diverged at step {self.state.step + 1}; lower the learning rate")
@@ -418,6 +443,14 @@ class _Trainer:
         scores = self._scores(restored)
         return scores | {f"noisy_{k}": v for k, v in self.noisy_scores.items()}
 
+    def _enter(self, phase: str) -> None:
+        """Adapt the denoiser to ``phase``; the adversarial phase may start at its own rate."""
+        self.generator.set_training_phase(phase, learnt_features=self.config.phases.clean_to_clean > 0)
+        lr = self.config.optim.adversarial_lr
+        if phase == "adversarial" and lr and self.state.step == self.config.phases.adversarial_start:
+            for group in self.opt_g.param_groups:
+                group["lr"] = lr
+
     # -- persistence ---------------------------------------------------------------------------
     def _keep_if_best(self, phase: str, validation: dict[str, float] | None) -> None:
         """Record the scores (rank 0) and save the denoiser if it is the best so far."""
@@ -437,7 +470,7 @@ class _Trainer:
             else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
         )
         return {
-            "description": c.description or f"ADL Efficient-Unet trained by napari-adl-denoise ({c.name})",
+            "description": c.description or f"{c.model.kind} trained by napari-adl-denoise ({c.name})",
             "training_data": sorted(str(p) for p in c.data.train),
             "validation_data": sorted(str(p) for p in c.data.val),
             "noise": [spec.model_dump() for spec in c.noise],
@@ -506,24 +539,31 @@ class _Trainer:
                 self._keep_if_best("init", validation)
                 lr = self.opt_g.param_groups[0]["lr"]
                 yield TrainProgress("init", 0, total, {}, lr, 0.0, validation, self.dist.rank)
+            phase = None
             while self.state.step < total:
                 start = time.perf_counter()
-                phase = c.phases.phase_at(self.state.step)
+                if phase != (phase := c.phases.phase_at(self.state.step)):
+                    self._enter(phase)
                 batch = self.sampler.batch().to(self.device)
                 losses: dict[str, float] = {}
-                if phase != "denoiser":
-                    losses |= self._discriminator_step(batch)
+                if phase in ("discriminator", "adversarial"):
+                    for _ in range(c.phases.discriminator_steps if phase == "adversarial" else 1):
+                        losses |= self._discriminator_step(batch)
                 if phase != "discriminator":
-                    losses |= self._generator_step(batch, adversarial=phase == "adversarial")
+                    losses |= self._generator_step(batch, phase)
                 self.state.step += 1
                 step = self.state.step
                 validation = None
                 if step % c.validate_every == 0 or step == total:
                     validation = self._validate()
-                    psnr = self.dist.broadcast(validation["psnr"] if validation else 0.0)
-                    self.sched_g.step(psnr)
-                    self.sched_d.step(psnr)
-                    self._keep_if_best(phase, validation)
+                    if phase == "clean":  # a network with bypassed layers: logged, never kept
+                        if validation is not None:
+                            self.state.history.append({"step": step, "phase": phase, **validation})
+                    else:
+                        psnr = self.dist.broadcast(validation["psnr"] if validation else 0.0)
+                        self.sched_g.step(psnr)
+                        self.sched_d.step(psnr)
+                        self._keep_if_best(phase, validation)
                 self.state.elapsed += time.perf_counter() - start
                 if step % c.checkpoint_every == 0 or step == total:
                     self._save_checkpoint()

@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .._adl import default_model_info
 from ..inference import _layout
+from ..methods import default_model_info
 from ..models import DiscriminatorConfig
 from ..weights import load_model, model_info, save_model, user_model_path
 from .config import DataConfig, LossConfig, NoiseSpec, OptimConfig, PhaseConfig, TrainingConfig

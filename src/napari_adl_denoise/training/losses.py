@@ -105,18 +105,22 @@ def denoiser_loss(
     histogram: float = 1.0,
     atw_levels: int = 4,
     histogram_bins: int = 64,
+    mse: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Multiscale denoiser loss (eq. 5): L1 + ATW + histogram at full, 1/2 and 1/4 scale.
+    """Multiscale denoiser loss (eq. 5): L1 + ATW + histogram at full, 1/2 and 1/4 scale, plus
+    an optional MSE term.
 
-    ``outputs`` are the heads' (full, half, quarter) images; the target is area-downsampled to
-    match. Returns the total and its parts (summed over scales) for logging.
+    ``outputs`` are the heads' (full, half, quarter) images, or fewer for a single-scale network;
+    the target is area-downsampled to match. Returns the total and its parts (summed over
+    scales) for logging.
     """
-    parts = {"l1": 0.0, "atw": 0.0, "histogram": 0.0}
+    parts = {"l1": 0.0, "mse": 0.0, "atw": 0.0, "histogram": 0.0}
     total = target.new_zeros(())
     for scale, output in enumerate(outputs):
         reference = _area_downsample(target, 2**scale)
         terms = {
             "l1": (l1, lambda o=output, r=reference: F.l1_loss(o, r)),
+            "mse": (mse, lambda o=output, r=reference: F.mse_loss(o, r)),
             "atw": (atw, lambda o=output, r=reference: atw_loss(o, r, atw_levels)),
             "histogram": (histogram, lambda o=output, r=reference: histogram_loss(o, r, histogram_bins)),
         }

@@ -1,105 +1,14 @@
-"""The registry of denoising methods, learned and classical.
-
-Every method registers under a name with a one-line description; the Python API, the CLI and
-the napari widgets read their choices from here. A method is a *runner factory*: given the
-job's :class:`MethodContext` it returns a callable that denoises one item of shape
-``(channels, *spatial)`` (intensities normalised to about [0, 1]) as a generator yielding
-``(done, total)`` progress pairs and returning the denoised item.
-"""
+"""The classical filters: non-local means, total variation, wavelet shrinkage, BM3D and BM4D."""
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Method", "MethodContext", "get_method", "list_methods", "register_method"]
-
-Runner = Callable[[np.ndarray], Generator[tuple[int, int], None, np.ndarray]]
-
-
-@dataclass
-class MethodContext:
-    """What a method needs to know about one denoising job."""
-
-    spatial_dims: int
-    channels: int
-    model: Any = None
-    device: str = "auto"
-    tile_shape: int | tuple[int, ...] | None = None
-    overlap: float = 0.25
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Method:
-    """A registered denoising method."""
-
-    name: str
-    description: str
-    factory: Callable[[MethodContext], Runner]
-    learned: bool = False
-    spatial_dims: tuple[int, ...] = (2, 3)
-    requires: str | None = None
-    """Optional package the method needs (``None``: always available)."""
-    options: tuple[str, ...] = ()
-    """Keyword options the method accepts through ``denoise(**options)``."""
-
-    @property
-    def available(self) -> bool:
-        return self.requires is None or importlib.util.find_spec(self.requires) is not None
-
-
-_REGISTRY: dict[str, Method] = {}
-
-
-def register_method(
-    name: str,
-    description: str,
-    *,
-    learned: bool = False,
-    spatial_dims: tuple[int, ...] = (2, 3),
-    requires: str | None = None,
-    options: tuple[str, ...] = (),
-) -> Callable[[Callable[[MethodContext], Runner]], Callable[[MethodContext], Runner]]:
-    """Decorator registering a runner factory as a method called ``name``."""
-
-    def decorate(factory: Callable[[MethodContext], Runner]) -> Callable[[MethodContext], Runner]:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is already registered")
-        _REGISTRY[name] = Method(name, description, factory, learned, spatial_dims, requires, options)
-        return factory
-
-    return decorate
-
-
-def list_methods() -> list[str]:
-    """Names of all registered methods, learned ones first.
-
-    Examples
-    --------
-    >>> "adl" in list_methods()
-    True
-    """
-    return sorted(_REGISTRY, key=lambda n: (not _REGISTRY[n].learned, n))
-
-
-def get_method(name: str) -> Method:
-    """The registered method called ``name``.
-
-    Raises
-    ------
-    ValueError
-        If no method has that name (the message lists the choices).
-    """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(list_methods())}") from None
+from ._registry import MethodContext, Runner, register_method
 
 
 def _sigma(item: np.ndarray, ctx: MethodContext) -> float:
@@ -222,15 +131,3 @@ def _bm4d(ctx: MethodContext) -> Runner:
         return np.stack([bm4d.bm4d(channel, sigma_psd=sigma) for channel in item])
 
     return _classical(one)(ctx)
-
-
-@register_method(
-    "adl",
-    "ADL's Efficient-Unet (bundled weights trained with its L1 + ATW texture losses, not yet its "
-    "adversarial phase; or your own weights)",
-    learned=True,
-)
-def _adl(ctx: MethodContext) -> Runner:
-    from ._adl import AdlRunner
-
-    return AdlRunner(ctx)

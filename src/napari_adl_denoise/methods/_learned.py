@@ -1,4 +1,9 @@
-"""The ADL method: tiled Efficient-Unet inference with OOM recovery."""
+"""What every learned method shares: the bundled default model, the plan of a job (model, tile,
+memory), and the tiled runner with batching, 2.5D for volumes and out-of-memory recovery.
+
+A learned family is one module that calls :func:`register_learned` with its network ``kind``
+and its default models; any :class:`~napari_adl_denoise.models.Denoiser` runs here unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,26 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 
 import numpy as np
 import torch
 
-from ._device import autocast, resolve_device
-from ._tiling import axis_starts, iter_tiles, round_up
-from .methods import MethodContext
-from .models import EfficientUnet, EfficientUnetConfig
-from .weights import LoadedModel, ModelInfo, list_models, load_model, model_info
+from .._device import autocast, resolve_device
+from .._tiling import axis_starts, iter_tiles, round_up
+from ..models import Denoiser
+from ..weights import LoadedModel, ModelInfo, list_models, load_model, model_info
+from ._registry import MethodContext, get_method, method_for_kind, register_method
+
+__all__ = [
+    "NoModelError",
+    "Plan",
+    "as_loaded_model",
+    "default_method",
+    "default_model_info",
+    "plan_denoise",
+    "register_learned",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +53,22 @@ CPU_BATCH_VOXELS = 3 * 32**3
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
-# Peak activation memory per pixel (2D) or voxel (3D) with filter_base 32, measured by
-# benchmarks/bench_denoise.py on the CPU: 1104 MB for 512^2, 7975 MB for 128^3; ~ linear in b.
-_BYTES_PER_VOXEL_B32 = {2: 4.2e3, 3: 3.8e3}
-
-
-def estimate_memory(config: EfficientUnetConfig, tile_shape: tuple[int, ...]) -> int:
-    """Approximate peak bytes of one tile's forward pass (float32, CPU)."""
-    voxels = math.prod(round_up(t) for t in tile_shape)
-    return int(voxels * _BYTES_PER_VOXEL_B32[config.spatial_dims] * config.filter_base / 32)
-
-
 class NoModelError(LookupError):
-    """No ADL model fits the data and none was given."""
+    """No model of the method fits the data and none was given."""
 
 
-DEFAULT_MODELS: dict[tuple[int, int], str] = {
-    (2, 1): "adl-2d-gray-real",
-    (2, 3): "adl-2d-rgb",
-    (3, 1): "adl-2d-gray-real",
-}
-"""The bundled model ``denoise`` uses for (spatial_dims, channels) when none is given, chosen by
-``benchmarks/bench_quality.py`` (README, "Benchmark"). Gray images get ``adl-2d-gray-real``,
-trained for Poisson, Rician and spatially varying noise and noise-free backgrounds: up to 8 dB
-better than ``adl-2d-gray`` there, 0.1 dB behind it on uniform Gaussian noise. Volumes get it over
-their three slicing directions, averaged (2.5D), which beat the 3D network ``adl-3d-gray`` by
-0.2-0.3 dB on the held-out volumes at every noise level."""
+def register_learned(
+    name: str, description: str, *, kind: str, default_models: Mapping[tuple[int, int], str]
+) -> None:
+    """Register a learned method running networks of config ``kind`` through the tiled runner.
+
+    ``default_models`` maps (spatial_dims, channels) of the data to the bundled model used when
+    none is given; a 2D model listed for 3D data denoises volumes over their three slicing
+    directions.
+    """
+    register_method(name, description, learned=True, model_kind=kind, default_models=default_models)(
+        lambda ctx: LearnedRunner(ctx, name)
+    )
 
 
 def default_method(spatial_dims: int, channels: int) -> str:
@@ -75,13 +80,16 @@ def default_method(spatial_dims: int, channels: int) -> str:
     return "adl"
 
 
-def default_model_info(spatial_dims: int, channels: int, *, same_dims: bool = False) -> ModelInfo:
-    """The bundled model for this kind of data (RGB for 3 channels, else gray), unloaded:
-    :data:`DEFAULT_MODELS`' choice, else any bundled network of the data's dimensions. With
-    ``same_dims`` (fine-tuning), a network of the data's own dimensions only."""
+def default_model_info(
+    spatial_dims: int, channels: int, *, method: str = "adl", same_dims: bool = False
+) -> ModelInfo:
+    """The method's bundled model for this kind of data (RGB for 3 channels, else gray),
+    unloaded: its ``default_models`` choice, else any bundled network of its kind and the data's
+    dimensions. With ``same_dims`` (fine-tuning), a network of the data's own dimensions only."""
+    chosen = get_method(method)
     wanted = 3 if channels == 3 else 1
-    bundled = {m.name: m for m in list_models(user=False)}
-    preferred = bundled.get(DEFAULT_MODELS.get((spatial_dims, wanted), ""))
+    bundled = {m.name: m for m in list_models(user=False) if m.config.kind == chosen.model_kind}
+    preferred = bundled.get(chosen.default_models.get((spatial_dims, wanted), ""))
     if preferred is not None and not (same_dims and preferred.config.spatial_dims != spatial_dims):
         return preferred
     for m in bundled.values():
@@ -89,8 +97,8 @@ def default_model_info(spatial_dims: int, channels: int, *, same_dims: bool = Fa
             return m
     kind = f"{spatial_dims}D {'RGB' if wanted == 3 else 'grayscale'}"
     raise NoModelError(
-        f"no ADL model for {kind} data is installed; give a .safetensors weights file "
-        "(model= or --model; see `adl-denoise models`) or choose a classical method"
+        f"no {method!r} model for {kind} data is installed; give a .safetensors weights file "
+        "(model= or --model; see `adl-denoise models`) or choose another method"
     )
 
 
@@ -112,7 +120,7 @@ class Plan:
         how = ", 2D slices in 3 directions" if self.planes else ""
         return (
             f"~{self.memory_bytes / 2**30:.1f} GiB per tile of {tiles} "
-            f"({self.model.name}, b = {self.model.config.filter_base}{how})"
+            f"({self.model.name}, {self.model.config.summary}{how})"
         )
 
 
@@ -121,6 +129,7 @@ def plan_denoise(
     spatial_dims: int,
     channels: int,
     *,
+    method: str = "adl",
     model: str | os.PathLike | None = None,
     device: str = "auto",
     tile_shape: int | tuple[int, ...] | None = None,
@@ -128,13 +137,13 @@ def plan_denoise(
 ) -> Plan:
     """The model, tile and memory of a learned denoising job on data of spatial ``shape``.
 
-    Reads only the model's metadata. Raises ValueError when the model does not fit the data (a
-    3D model for 2D denoising, other channels) and :class:`NoModelError` when no model is given
-    and none is bundled for the data.
+    Reads only the model's metadata. Raises ValueError when the model does not fit the data or
+    the method (a 3D model for 2D denoising, other channels, another family) and
+    :class:`NoModelError` when no model is given and the method has none bundled for the data.
     """
-    info = default_model_info(spatial_dims, channels) if model is None else model_info(model)
+    info = default_model_info(spatial_dims, channels, method=method) if model is None else model_info(model)
     config = info.config
-    _check_fits(info.name, config, spatial_dims, channels)
+    _check_fits(info.name, config, spatial_dims, channels, method)
     planes = config.spatial_dims < spatial_dims
     spatial = tuple(shape[-spatial_dims:])
     # A volume through a 2D model: each direction's slices; the largest slice sets the memory.
@@ -152,29 +161,35 @@ def plan_denoise(
         for a, view in views
     ]
     tile = max(tiles, key=math.prod)
-    return Plan(info, tile, estimate_memory(config, tile), planes)
+    return Plan(info, tile, config.memory_bytes(tile), planes)
 
 
-def as_loaded_model(model: object, spatial_dims: int, channels: int) -> LoadedModel:
-    """Accept ``None`` (bundled default), a name or path, a LoadedModel or an EfficientUnet."""
+def as_loaded_model(model: object, spatial_dims: int, channels: int, method: str = "adl") -> LoadedModel:
+    """Accept ``None`` (the method's bundled default), a name or path, a LoadedModel or a
+    network (:class:`~napari_adl_denoise.models.Denoiser`)."""
     if model is None:
-        loaded = load_model(default_model_info(spatial_dims, channels).path)
+        loaded = load_model(default_model_info(spatial_dims, channels, method=method).path)
     # The caller's network is copied: the runner switches it to eval mode, another device and
     # channels-last, which would surprise them (safetensors refuses to save a channels-last one).
     elif isinstance(model, LoadedModel):
         loaded = dataclasses.replace(model, model=copy.deepcopy(model.model))
-    elif isinstance(model, EfficientUnet):
+    elif isinstance(model, Denoiser):
         loaded = LoadedModel("custom", copy.deepcopy(model), model.config)
     elif isinstance(model, str | os.PathLike):
         loaded = load_model(model)
     else:
-        raise ValueError(f"model must be a name, a path or an EfficientUnet, got {type(model).__name__}")
-    _check_fits(loaded.name, loaded.config, spatial_dims, channels)
+        raise ValueError(f"model must be a name, a path or a network, got {type(model).__name__}")
+    _check_fits(loaded.name, loaded.config, spatial_dims, channels, method)
     return loaded
 
 
-def _check_fits(name: str, config: EfficientUnetConfig, spatial_dims: int, channels: int) -> None:
-    """One-line ValueError unless the model can denoise such data (a 2D model can do volumes)."""
+def _check_fits(name: str, config, spatial_dims: int, channels: int, method: str) -> None:
+    """One-line ValueError unless the method can run the model on such data (a 2D model can do
+    volumes)."""
+    if config.kind != get_method(method).model_kind:
+        owner = method_for_kind(config.kind)
+        hint = f"; denoise with method {owner.name!r}" if owner else ""
+        raise ValueError(f"model {name!r} is an {config.kind} network, not one of method {method!r}{hint}")
     if config.spatial_dims > spatial_dims:
         raise ValueError(
             f"model {name!r} is a {config.spatial_dims}D model but the data is denoised in "
@@ -219,15 +234,15 @@ def _balanced(size: int, edge: int, overlap: float) -> int:
     return min(edge, round_up(math.ceil(size / (n - (n - 1) * overlap))))
 
 
-class AdlRunner:
+class LearnedRunner:
     """Denoises items tile by tile with one model on one device, shrinking tiles on OOM."""
 
-    def __init__(self, ctx: MethodContext) -> None:
+    def __init__(self, ctx: MethodContext, method: str) -> None:
         if not 0 <= ctx.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {ctx.overlap}")
         self.ctx = ctx
         self.device = resolve_device(ctx.device)
-        self.loaded = as_loaded_model(ctx.model, ctx.spatial_dims, ctx.channels)
+        self.loaded = as_loaded_model(ctx.model, ctx.spatial_dims, ctx.channels, method)
         self.requested_tile = ctx.tile_shape
         self.model = self._place(self.loaded.model.eval())
 
@@ -236,7 +251,7 @@ class AdlRunner:
             return _CHANNELS_LAST[self.loaded.config.spatial_dims]
         return torch.contiguous_format
 
-    def _place(self, model: EfficientUnet) -> EfficientUnet:
+    def _place(self, model: Denoiser) -> Denoiser:
         return model.to(self.device, memory_format=self._memory_format())
 
     def __call__(self, item: np.ndarray) -> Generator[tuple[int, int], None, np.ndarray]:

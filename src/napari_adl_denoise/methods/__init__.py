@@ -1,0 +1,35 @@
+"""Denoising methods: the registry, the classical filters and one module per learned family.
+
+Importing this package registers every method. A learned family is one module that calls
+:func:`register_learned`; the API, the CLI and the docks list it without further change.
+"""
+
+from __future__ import annotations
+
+from . import adaptive_cnn, adl, classical  # noqa: F401 (each registers its methods)
+from ._learned import (
+    NoModelError,
+    Plan,
+    as_loaded_model,
+    default_method,
+    default_model_info,
+    plan_denoise,
+    register_learned,
+)
+from ._registry import Method, MethodContext, get_method, list_methods, method_for_kind, register_method
+
+__all__ = [
+    "Method",
+    "MethodContext",
+    "NoModelError",
+    "Plan",
+    "as_loaded_model",
+    "default_method",
+    "default_model_info",
+    "get_method",
+    "list_methods",
+    "method_for_kind",
+    "plan_denoise",
+    "register_learned",
+    "register_method",
+]

@@ -1,0 +1,32 @@
+"""What every denoising network offers the tiled runner and the training engine."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Denoiser"]
+
+
+class Denoiser(nn.Module):
+    """Base of the denoising networks: ``forward(x, multiscale=False)`` maps ``(N, C, *spatial)``
+    intensities (normalised to about [0, 1]) to the denoised image, or with ``multiscale`` to a
+    tuple of images whose first is the full-resolution one (the training loss compares each with
+    the reference area-downsampled to its size). ``config`` rebuilds the network; it has
+    ``kind``, ``spatial_dims``, ``in_channels``, ``out_channels``, ``summary`` and
+    ``memory_bytes(tile_shape)``.
+
+    Families with a training schedule of their own override :meth:`set_training_phase` and
+    :meth:`regulariser`.
+    """
+
+    config: object
+
+    def set_training_phase(self, phase: str, *, learnt_features: bool) -> None:
+        """Adapt the network to a training phase: ``"clean"`` (clean-to-clean reconstruction),
+        ``"denoiser"``, ``"discriminator"`` or ``"adversarial"``. ``learnt_features``: the run had
+        a clean-to-clean phase before this one. Nothing to do for most networks."""
+
+    def regulariser(self) -> torch.Tensor:
+        """A penalty on the weights that the training loss adds with weight ``loss.lp``: none."""
+        return next(self.parameters()).new_zeros(())
