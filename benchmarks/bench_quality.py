@@ -1,4 +1,4 @@
-"""Quality and speed of the bundled ADL models beside NLM and BM3D/BM4D, on held-out real data.
+"""Quality and speed of the bundled models beside NLM and BM3D/BM4D, on held-out real data.
 
 For sigma = 15, 25, 50 (Gaussian, 0-255 scale relative to each image's range) on the validation
 images of ``training/data`` (never used for training; ``python training/assemble_data.py``
@@ -93,16 +93,15 @@ def _true_noise(kind: str, params: dict, clean: np.ndarray):
 
 
 def _denoise(method: str, model: str | None, noisy: np.ndarray, truth, kw: dict):
-    from napari_adl_denoise import denoise
+    from napari_adl_denoise import denoise, get_method
     from napari_adl_denoise.inference import robust_range
     from napari_adl_denoise.noise import NoiseModel
 
     if method == "noisy":
         return noisy
-    if method == "adl":
-        return denoise(noisy, "adl", model=model, **kw)
-    if method == "adl+auto":
-        return denoise(noisy, "adl", model=model, noise_model="auto", **kw)
+    name, _, auto = method.partition("+")  # "<learned method>+auto": its estimated VST first
+    if get_method(name).learned:
+        return denoise(noisy, name, model=model, **({"noise_model": "auto"} if auto else {}), **kw)
     if method in ("bm3d", "bm4d") and isinstance(truth, NoiseModel):  # Anscombe + BM3D
         return denoise(noisy, method, noise_model=truth, **kw)
     lo, hi = robust_range(noisy)
@@ -174,9 +173,11 @@ def run_child(spec: dict) -> dict:
 def methods_for(
     info: dict, models: list[tuple[str, str]], skip: set[str]
 ) -> list[tuple[str, str, str | None]]:
-    """(label, method, model) rows for a set: noisy, NLM, BM3D/BM4D when installed, ADL models."""
+    """(label, method, model) rows for a set: noisy, NLM, BM3D/BM4D when installed, the models
+    (each run by the learned method of its family)."""
     from importlib.util import find_spec
 
+    from napari_adl_denoise.methods import method_for_kind
     from napari_adl_denoise.weights import load_model
 
     rows = [("noisy input", "noisy", None), ("NLM", "nlm", None)]
@@ -185,14 +186,15 @@ def methods_for(
         rows.append((classical.upper(), classical, None))
     for label, path in models:
         config = load_model(path).config
+        method = method_for_kind(config.kind).name
         if config.in_channels != info["channels"]:
             continue
         if config.spatial_dims == info["spatial_dims"]:
-            rows.append((label, "adl", path))
+            rows.append((label, method, path))
         elif config.spatial_dims == 2:  # a 2D model on volumes: three slicing directions
-            rows.append((f"{label} (3 planes)", "adl", path))
+            rows.append((f"{label} (3 planes)", method, path))
         if info.get("real_noise") and config.spatial_dims == 2:
-            rows.append((f"{label} + auto VST", "adl+auto", path))
+            rows.append((f"{label} + auto VST", f"{method}+auto", path))
     return [r for r in rows if r[1] not in skip]
 
 
@@ -265,7 +267,7 @@ def main() -> None:
         "",
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads). Gaussian noise on the 0-255 scale "
-        "relative to each image's range; BM3D/BM4D are given the true sigma, NLM estimates it, ADL "
+        "relative to each image's range; BM3D/BM4D are given the true sigma, NLM estimates it, the "
         "models are blind. Peak MB: growth of the process's peak resident memory while denoising.",
         "",
         f"`{shlex.join(['python', 'benchmarks/bench_quality.py', *sys.argv[1:]])}`",

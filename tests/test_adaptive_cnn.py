@@ -189,6 +189,42 @@ def test_a_full_run_validates_after_the_clean_phase_and_saves_a_model_that_round
     torch.testing.assert_close(again.model(x), loaded.model(x))
 
 
+def test_a_3d_network_trains_all_three_phases_on_a_real_volume(tmp_path):
+    from nibabel.testing import data_path
+
+    cfg = TrainingConfig.model_validate(
+        {
+            "name": "acnn3d",
+            "model": {**TINY, "spatial_dims": 3},
+            "discriminator": {"spatial_dims": 3, "filter_base": 4},
+            "data": {
+                "train": [f"{data_path}/anatomical.nii"],
+                "val": [f"{data_path}/reoriented_anat_moved.nii"],
+                "patch_shape": [16, 16, 16],
+                "batch_size": 2,
+                "val_patches": 4,
+            },
+            "noise": [{"sigma": [10, 40]}],
+            "optim": {"lr": 1e-2},
+            "loss": {"l1": 0, "mse": 1, "atw": 0, "histogram": 0, "lp": 1e-5, "adversarial": 1e-3},
+            "phases": {
+                "clean_to_clean": 2,
+                "denoiser_warmup": 40,
+                "discriminator_warmup": 1,
+                "adversarial": 2,
+            },
+            "validate_every": 20,
+            "output": str(tmp_path / "run3d"),
+        }
+    )
+    records, path = drain(train(cfg, device="cpu"))
+    assert {r.phase for r in records} == {"clean", "denoiser", "discriminator", "adversarial"}
+    mse = [r.losses["mse"] for r in records if r.phase == "denoiser"]
+    assert np.mean(mse[-10:]) < 0.5 * np.mean(mse[:5])  # the noisy-to-clean phase learns
+    loaded = load_model(path)
+    assert loaded.config.spatial_dims == 3 and isinstance(loaded.model.features[0], torch.nn.Conv3d)
+
+
 @pytest.fixture(scope="module")
 def tiny_acnn(images, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("acnn")

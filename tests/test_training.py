@@ -20,7 +20,7 @@ from napari_adl_denoise import denoise, load_model
 from napari_adl_denoise.cli import main
 from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
 from napari_adl_denoise.training import TrainingConfig, inflate_weights, load_config, train
-from napari_adl_denoise.training.engine import OPPONENT
+from napari_adl_denoise.training.surgery import OPPONENT
 from napari_adl_denoise.weights import save_model
 
 

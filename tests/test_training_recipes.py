@@ -70,3 +70,18 @@ def test_each_bundled_model_names_the_recipe_that_trained_it(model):
     config = load_config(ROOT / "training" / "configs" / f"{model.card['training_config']['name']}.yaml")
     assert config.model == model.config
     assert model.card["recipe"].endswith(f"training/configs/{config.name}.yaml")
+
+
+@pytest.mark.parametrize("name", ["adaptive-cnn-2d-gray", "paper-adaptive-cnn-2d-gray"])
+def test_adaptive_cnn_recipes_follow_the_papers_three_phases(name):
+    config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
+    model, phases, loss = config.model, config.phases, config.loss
+    assert config.name == name and model.kind == "adaptive_cnn" and model.spatial_dims == 2
+    full = name.startswith("paper")
+    assert model.feature_channels == ((32, 40, 48, 56, 64) if full else (16, 20, 24, 28, 32))
+    assert model.reconstruction_channels == (128 if full else 64)
+    assert (model.damping_layers, model.reconstruction_layers, model.lp, model.dropout) == (3, 3, 0.1, 0.7)
+    assert min(phases.clean_to_clean, phases.denoiser_warmup, phases.adversarial) > 0
+    assert phases.discriminator_steps == 2 and loss.adversarial_ramp == 0.99
+    assert loss.mse == 1 and loss.l1 == loss.atw == loss.histogram == 0 and loss.lp > 0
+    assert config.optim.adversarial_lr == 1e-5

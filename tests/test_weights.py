@@ -190,28 +190,32 @@ def _held_out(kind: str) -> np.ndarray:
     from nibabel.testing import data_path
     from skimage import data
 
-    if kind.startswith("adl-2d-gray"):
+    if "2d-gray" in kind:
         return pywt.data.aero().astype(np.float32)
     if kind == "adl-2d-rgb":
         return data.coffee().astype(np.float32)
     return read_image(f"{data_path}/anatomical.nii").data.astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["adl-2d-gray", "adl-2d-gray-real", "adl-2d-rgb", "adl-3d-gray"])
+@pytest.mark.parametrize("name", sorted(BUNDLED))
 def test_each_bundled_model_denoises_held_out_data_and_the_defaults_need_no_argument(name):
-    if name not in BUNDLED:
-        pytest.skip(f"{name} is not bundled")
     from napari_adl_denoise import add_noise
     from napari_adl_denoise.metrics import psnr
 
+    method = adl.methods.method_for_kind(adl.model_info(name).config.kind)
     clean = _held_out(name)
     noisy = add_noise(clean, sigma=25, seed=0)
-    result = denoise(noisy, "adl", model=name)
+    result = denoise(noisy, method.name, model=name)
     assert psnr(clean, result) > psnr(clean, noisy) + 6
     kind = (3 if clean.ndim == 3 and clean.shape[-1] != 3 else 2, 3 if clean.shape[-1] == 3 else 1)
-    if DEFAULT_MODELS[kind] == name:  # no method, no model, no axes: the bundled model for this data
-        np.testing.assert_array_equal(denoise(noisy), result)
+    if method.default_models[kind] == name:  # no model, no axes: the method's bundled one for this data
+        np.testing.assert_array_equal(denoise(noisy, method.name), result)
 
 
-def test_every_default_model_is_bundled():
-    assert set(DEFAULT_MODELS.values()) <= set(BUNDLED)  # a typo would silently fall back
+@pytest.mark.parametrize("method", [m for m in adl.list_methods() if adl.get_method(m).learned])
+def test_every_default_model_is_bundled(method):
+    chosen = adl.get_method(method)
+    assert chosen.default_models and set(chosen.default_models.values()) <= set(BUNDLED)  # no silent fallback
+    assert all(
+        adl.model_info(name).config.kind == chosen.model_kind for name in chosen.default_models.values()
+    )

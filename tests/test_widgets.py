@@ -10,6 +10,7 @@ import pytest
 from nibabel.testing import data_path
 from skimage import data
 
+import napari_adl_denoise as adl
 import napari_adl_denoise.methods._learned
 from napari_adl_denoise import add_noise, denoise, list_models, model_info, save_model
 from napari_adl_denoise._napari import _layers as ui
@@ -176,6 +177,25 @@ def test_the_memory_estimate_is_for_the_model_that_will_run(viewer):
     assert widget.memory.value.endswith(f"(adl-2d-rgb, b = {widths['adl-2d-rgb']})")
     widget.model.value = ui.MODEL_FILE  # none chosen yet: nothing to estimate
     assert widget.memory.value == ""
+
+
+def test_each_learned_method_lists_and_runs_its_own_models(viewer, qtbot):
+    """The method box lists every registered method; choosing a learned one lists only the
+    models of its family, estimates for its default model and runs it."""
+    widget = add_widget(viewer, "Denoise")
+    layer = widget.image.value = noisy_image(viewer)
+    assert set(adl.list_methods()) <= set(widget.method.choices)
+    for method in ("adaptive-cnn", "adl"):
+        widget.method.value = method
+        kind = adl.get_method(method).model_kind
+        names = [m.name for m in list_models() if m.config.kind == kind]
+        assert list(widget.model.choices) == [ui.AUTO_MODEL, *names, ui.MODEL_FILE]
+    widget.method.value = "adaptive-cnn"
+    assert shown(widget.model, widget) and "features)" in widget.memory.value
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    result = viewer.layers[-1]
+    assert result.name == "noisy [adaptive-cnn]"
+    np.testing.assert_allclose(result.data, denoise(layer.data, "adaptive-cnn"), atol=1e-4)
 
 
 @pytest.mark.parametrize("stop", ["Cancel", "closing the dock", "closing the viewer"])

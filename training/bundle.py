@@ -5,9 +5,12 @@ held-out validation images of its kind at sigma = 15, 25 and 50 in float32 and f
 writes ``src/napari_adl_denoise/weights/<name>.safetensors`` (float16 unless that costs more
 than 0.05 dB) with the card in its metadata: config, parameter count, the training images and
 their sources, noise model, steps, wall time, hardware and the validation PSNR/SSIM per sigma;
-``<name>.md`` beside it shows the same for people.
+``<name>.md`` beside it shows the same for people, followed by ``--notes`` (a Markdown file:
+the choices the paper left open, with their reasons), which the card keeps too.
 
     python training/bundle.py runs/adl-2d-gray/adl-2d-gray.safetensors
+    python training/bundle.py runs/adaptive-cnn-2d-gray/adaptive-cnn-2d-gray.safetensors \
+        --notes training/configs/adaptive-cnn-2d-gray.md
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 import torch
 from ablation import SIGMAS, evaluate, load_val_images, val_files
 
-from napari_adl_denoise.models import EfficientUnetConfig
+from napari_adl_denoise.methods import method_for_kind
+from napari_adl_denoise.models import parse_config
 from napari_adl_denoise.weights import bundled_dir, load_model, save_model
 
 HERE = Path(__file__).parent
@@ -39,7 +43,8 @@ def validate(model, kind: str, data: Path) -> dict:
     """Mean PSNR/SSIM of the denoised held-out images, blind, per sigma."""
     images = load_val_images(data, kind)
     rgb = kind == "2d-rgb"
-    noisy, denoised = evaluate(None, "noisy", images, rgb=rgb), evaluate(model, "adl", images, rgb=rgb)
+    method = method_for_kind(model.config.kind).name
+    noisy, denoised = evaluate(None, "noisy", images, rgb=rgb), evaluate(model, method, images, rgb=rgb)
     scores: dict = {
         str(s): {
             "psnr": round(denoised[s][0], 3),
@@ -66,27 +71,45 @@ def training_images(card: dict, data: Path) -> list[str]:
     return [f"{f.name}: {manifest.get(key, 'unknown source')}" for f, key in zip(files, keys, strict=True)]
 
 
-def markdown(name: str, card: dict) -> str:
+def network(card: dict) -> str:
+    """One line on the network, by family."""
     cfg = card["model_config"]
+    where = f"{card['parameters']:,} parameters: spatial_dims {cfg['spatial_dims']}"
+    where += f", channels {cfg['in_channels']}"
+    if cfg.get("kind", "efficient_unet") == "efficient_unet":
+        return (
+            f"- Efficient-Unet, {where}, filter_base {cfg['filter_base']}, enhancer kernel "
+            f"{cfg['enhancer_kernel']}, norm {cfg['norm']}, output {cfg['output_activation']}"
+        )
+    return (
+        f"- Multi-scale adaptive CNN, {where}; feature layer of {cfg['feature_channels']} channels "
+        f"with kernels {cfg['feature_kernels']}, {cfg['damping_layers']} damping layers of "
+        f"{sum(cfg['feature_channels'])} channels, {cfg['reconstruction_layers']} reconstruction "
+        f"layers of {cfg['reconstruction_channels']} channels, lp p = {cfg['lp']}, dropout "
+        f"{cfg['dropout']} in the clean-to-clean phase"
+    )
+
+
+def markdown(name: str, card: dict) -> str:
     val = card["validation_per_sigma"]
+    phases = card["training_config"]["phases"]
     lines = [
         f"# {name}",
         "",
         card.get("description", ""),
         "",
-        f"- Efficient-Unet, {card['parameters']:,} parameters: spatial_dims {cfg['spatial_dims']}, "
-        f"channels {cfg['in_channels']}, filter_base {cfg['filter_base']}, enhancer kernel "
-        f"{cfg['enhancer_kernel']}, norm {cfg['norm']}, output {cfg['output_activation']}",
+        network(card),
         f"- Weights stored as {card['storage_dtype']} ({card['fp16_psnr_change_db']:+.3f} dB against float32 "
         "on the validation images)",
         f"- Trained {card['steps']} steps in {card['wall_time_s'] / 3600:.2f} h on {card['hardware']}",
         f"- Noise (blind): {json.dumps(card['noise'])}",
         f"- Loss weights: {json.dumps(card['training_config']['loss'])}",
+        f"- Phases (steps): {json.dumps(phases)}",
         f"- Training images ({len(card['training_images'])}): " + "; ".join(card["training_images"]),
     ]
     init = card["training_config"].get("init")
     if init:
-        same = load_model(init).config == EfficientUnetConfig.model_validate(card["training_config"]["model"])
+        same = load_model(init).config == parse_config(card["training_config"]["model"])
         how = (
             "continued from its weights"
             if same
@@ -114,6 +137,8 @@ def markdown(name: str, card: dict) -> str:
         "session's length, threads and learning rate)",
         "",
     ]
+    if card.get("notes"):
+        lines += [card["notes"].strip(), ""]
     return "\n".join(lines)
 
 
@@ -123,6 +148,7 @@ def main() -> None:
     parser.add_argument("--name", help="bundled name (default: the file's stem)")
     parser.add_argument("--recipe", help="command that reproduces it (default: the training config)")
     parser.add_argument("--hardware", help="describe the training hardware (default: the run's card)")
+    parser.add_argument("--notes", type=Path, help="Markdown appended to the card: the choices made")
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--output", type=Path, default=bundled_dir())
     args = parser.parse_args()
@@ -148,6 +174,8 @@ def main() -> None:
     }
     if args.hardware:
         card["hardware"] = args.hardware
+    if args.notes:
+        card["notes"] = args.notes.read_text()
     card["storage_dtype"] = "float16" if use_half else "float32"
     args.output.mkdir(parents=True, exist_ok=True)
     target = args.output / f"{name}.safetensors"

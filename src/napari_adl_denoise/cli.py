@@ -20,7 +20,7 @@ def _tile(text: str) -> int | tuple[int, ...]:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__, list_methods
     from .inference import NOISE_MODELS
-    from .noise import NOISE_KINDS
+    from .noise import NOISE_KINDS, SIGMA_KINDS
 
     parser = argparse.ArgumentParser(
         prog="adl-denoise", description="Denoise 2D images and 3D volumes (ADL and baselines)."
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     tuner.add_argument("output", help="a .safetensors file, or a name for your models folder")
     tuner.add_argument("inputs", nargs="+", help="clean images or volumes, all of one kind")
     tuner.add_argument("--model", help="start from this model name or file (default: bundled for the data)")
-    tuner.add_argument("--noise", choices=list(NOISE_KINDS), help="noise to simulate (default: as trained)")
+    tuner.add_argument("--noise", choices=list(SIGMA_KINDS), help="noise to simulate (default: as trained)")
     tuner.add_argument("--sigma-max", type=float, default=55.0, help="with --noise: sigma in [0, S]")
     tuner.add_argument("--steps", type=int, default=500, help="training steps (default: 500)")
     tuner.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")

@@ -42,7 +42,16 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NOISE_KINDS", "NoiseKind", "NoiseModel", "add_noise", "estimate_noise", "estimate_noise_model"]
+__all__ = [
+    "NOISE_KINDS",
+    "NOISE_PARAMETERS",
+    "SIGMA_KINDS",
+    "NoiseKind",
+    "NoiseModel",
+    "add_noise",
+    "estimate_noise",
+    "estimate_noise_model",
+]
 
 
 def _range(x: np.ndarray) -> tuple[float, float]:
@@ -116,6 +125,24 @@ NOISE_KINDS: dict[str, Callable[..., np.ndarray]] = {
     "mixed": _mixed,
 }
 assert tuple(NOISE_KINDS) == get_args(NoiseKind)
+
+NOISE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "gaussian": ("sigma",),
+    "rician": ("sigma", "nu"),
+    "rayleigh": ("sigma",),
+    "speckle": ("sigma",),
+    "poisson": ("peak",),
+    "poisson_gaussian": ("peak", "sigma"),
+    "salt_pepper": ("amount",),
+    "mixed": ("sigma_max",),
+}
+"""The :func:`add_noise` parameters each kind reads (the Noise dock shows only these)."""
+assert tuple(NOISE_PARAMETERS) == tuple(NOISE_KINDS)
+
+SIGMA_KINDS: tuple[str, ...] = tuple(
+    k for k, p in NOISE_PARAMETERS.items() if "sigma" in p and "peak" not in p
+)
+"""Kinds whose level is a sigma: fine-tuning draws it in [0, sigma_max]."""
 
 
 def add_noise(

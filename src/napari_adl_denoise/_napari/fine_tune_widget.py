@@ -9,6 +9,7 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, Select, Sp
 from napari.utils.notifications import show_info, show_warning
 
 from .._device import available_devices
+from ..noise import SIGMA_KINDS
 from ..training import NoiseSpec, fine_tune
 from ..training.fine_tune import output_path
 from ..weights import user_models_dir
@@ -28,7 +29,7 @@ from ._layers import (
 )
 
 AS_TRAINED = "as the model was trained"
-NOISES = [AS_TRAINED, "gaussian", "rician", "rayleigh", "speckle"]
+NOISES = [AS_TRAINED, *SIGMA_KINDS]
 LEARNING_RATES = ["1e-4", "3e-5", "1e-5", "3e-4"]
 
 

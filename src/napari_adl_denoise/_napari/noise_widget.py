@@ -8,22 +8,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
-from ..noise import NOISE_KINDS, add_noise, estimate_noise, estimate_noise_model
+from ..noise import NOISE_KINDS, NOISE_PARAMETERS, add_noise, estimate_noise, estimate_noise_model
 from ._dock import Dock
 from ._jobs import copy_placement, start_job
 from ._layers import image_choices, keep_fresh, layer_array
-
-# which parameters each kind uses
-PARAMETERS = {
-    "gaussian": {"sigma"},
-    "rician": {"sigma", "nu"},
-    "rayleigh": {"sigma"},
-    "speckle": {"sigma"},
-    "poisson": {"peak"},
-    "poisson_gaussian": {"peak", "sigma"},
-    "salt_pepper": {"amount"},
-    "mixed": {"sigma_max"},
-}
 
 
 @dataclass(frozen=True)
@@ -139,7 +127,7 @@ class NoiseWidget(Dock):
         self._show_parameters()
 
     def _show_parameters(self, *_) -> None:
-        used = PARAMETERS[self.kind.value]
+        used = NOISE_PARAMETERS[self.kind.value]
         for name in ("sigma", "nu", "peak", "amount", "sigma_max"):
             getattr(self, name).visible = name in used
 
@@ -186,7 +174,7 @@ class NoiseWidget(Dock):
             yield _Done(0.0)
             return add_noise(data, kind, **params)
 
-        used = ", ".join(f"{k}={params[k]:g}" for k in sorted(PARAMETERS[kind]))
+        used = ", ".join(f"{k}={params[k]:g}" for k in sorted(NOISE_PARAMETERS[kind]))
         name = f"{source.name} [{kind} {used}]"
 
         def add(noisy) -> None:

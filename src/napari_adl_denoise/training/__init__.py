@@ -1,10 +1,11 @@
-"""Training ADL denoisers: losses, data, configuration and the resumable engine."""
+"""Training denoisers: losses, data, configuration, weight surgery and the resumable engine."""
 
 from __future__ import annotations
 
 from .config import DataConfig, LossConfig, NoiseSpec, OptimConfig, PhaseConfig, TrainingConfig, load_config
-from .engine import TrainProgress, inflate_weights, train
+from .engine import TrainProgress, train
 from .fine_tune import fine_tune
+from .surgery import inflate_weights
 
 __all__ = [
     "DataConfig",
