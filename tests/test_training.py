@@ -251,15 +251,23 @@ def test_stopping_keeps_the_best_model_and_a_resumable_checkpoint(images, tmp_pa
     assert records[0].step == 8
 
 
+ADAPTIVE_CNN = {"kind": "adaptive_cnn", "feature_channels": [4, 4], "feature_kernels": [3, 5]}
+
+
 @pytest.mark.slow
-def test_two_process_gloo_ddp_keeps_replicas_in_sync(images, tmp_path):
+@pytest.mark.parametrize("family", ["adl", "adaptive-cnn"])
+def test_two_process_gloo_ddp_keeps_replicas_in_sync(images, tmp_path, family):
+    """Also when a phase change freezes or bypasses layers (the adaptive CNN): DDP must follow."""
+    phases = {"denoiser_warmup": 3, "discriminator_warmup": 1, "adversarial": 2}
+    loss = {}
+    if family == "adaptive-cnn":
+        phases["clean_to_clean"] = 2
+        loss = {"mse": 1, "l1": 0, "atw": 0, "histogram": 0, "lp": 1e-5}
     config = tiny_config(
-        images,
-        tmp_path / "ddp",
-        phases={"denoiser_warmup": 3, "discriminator_warmup": 1, "adversarial": 2},
-        validate_every=3,
-        checkpoint_every=6,
+        images, tmp_path / "ddp", phases=phases, loss=loss, validate_every=3, checkpoint_every=8
     )
+    if family == "adaptive-cnn":
+        config = TrainingConfig.model_validate({**config.model_dump(), "model": ADAPTIVE_CNN})
     script = tmp_path / "ddp.py"
     script.write_text(
         textwrap.dedent(f"""

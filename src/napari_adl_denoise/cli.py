@@ -123,11 +123,11 @@ def _parser() -> argparse.ArgumentParser:
 
     tuner = commands.add_parser(
         "fine-tune",
-        help="adapt an ADL model to your own clean images",
-        description="Fine-tune an ADL model on clean images of your modality: noise is simulated on "
-        "them, the last fifth of each is held out to choose the best weights, which are written to "
-        "OUTPUT when the run ends: a .safetensors file, or a plain name to keep the model among yours "
-        "(listed by `adl-denoise models`, used with --model NAME).",
+        help="adapt a model to your own clean images",
+        description="Fine-tune a model (any learned method's) on clean images of your modality: "
+        "noise is simulated on them, the last fifth of each is held out to choose the best weights, "
+        "which are written to OUTPUT when the run ends: a .safetensors file, or a plain name to "
+        "keep the model among yours (listed by `adl-denoise models`, used with --model NAME).",
     )
     tuner.add_argument("output", help="a .safetensors file, or a name for your models folder")
     tuner.add_argument("inputs", nargs="+", help="clean images or volumes, all of one kind")

@@ -259,11 +259,12 @@ def denoise(
         uint8, uint16, int16 (negative CT values are fine), float32 or float64. Never modified.
     method : str
         A name from :func:`~napari_adl_denoise.list_methods` ("adl", "nlm", "tv", ...).
-    model : str, path, LoadedModel or EfficientUnet, optional
-        ADL weights: a model name (bundled or yours, see :func:`~napari_adl_denoise.list_models`),
-        a ``.safetensors`` file, or a network. By default
-        the bundled model for the data (2D gray, 2D RGB or 3D); if none is installed a
-        :class:`NoModelError` says so (untrained weights never denoise an image).
+    model : str, path, LoadedModel or Denoiser, optional
+        A learned method's weights: a model name (bundled or yours, see
+        :func:`~napari_adl_denoise.list_models`), a ``.safetensors`` file, or a network of the
+        method's family. By default the method's bundled model for the data (2D gray, 2D RGB or
+        3D); if none is installed a :class:`NoModelError` says so (untrained weights never
+        denoise an image).
     device : str
         ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
         ``"mps"``. GPUs run in mixed precision; on CUDA out-of-memory the tile is halved and

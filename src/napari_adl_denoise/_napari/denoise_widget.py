@@ -62,8 +62,8 @@ class DenoiseWidget(JobDock):
             label="Method",
             choices=methods,
             value="adl",
-            tooltip="adl: the learned denoiser (blind: no noise level needed). The others are "
-            "classical baselines for comparison.",
+            tooltip="adl and adaptive-cnn: learned denoisers (blind: no noise level needed), each "
+            "with its own models. The others are classical baselines for comparison.",
         )
         self.noise_model = ComboBox(
             label="Noise",

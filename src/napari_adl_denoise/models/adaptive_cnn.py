@@ -167,6 +167,8 @@ class AdaptiveCnn(Denoiser):
         clean = phase == "clean"
         self.dropout.p = self.config.dropout if clean else 0.0
         self.bypass_damping = clean
+        if self.damping is not None:  # bypassed: no gradient, so nothing for DDP to wait for
+            self.damping.requires_grad_(not clean)
         self.features.requires_grad_(clean or not learnt_features)
 
     def sparse_weights(self) -> list[torch.Tensor]:

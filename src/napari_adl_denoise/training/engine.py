@@ -199,9 +199,8 @@ class _Trainer:
             raise FileExistsError(f"{self.out} already holds a run; resume it or choose another output")
         if self.dist.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-        wrap = torch.nn.parallel.DistributedDataParallel if self.dist.world > 1 else (lambda m: m)
-        self.g_train = wrap(self.generator)
-        self.d_train = wrap(self.discriminator)
+        self.g_train = self._wrap(self.generator)
+        self.d_train = self._wrap(self.discriminator)
         self.checkpointed_at = self.state.step
 
     # -- steps ---------------------------------------------------------------------------------
@@ -290,9 +289,16 @@ class _Trainer:
         scores = self._scores(restored)
         return scores | {f"noisy_{k}": v for k, v in self.noisy_scores.items()}
 
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """DistributedDataParallel over several processes, else the module itself."""
+        return torch.nn.parallel.DistributedDataParallel(module) if self.dist.world > 1 else module
+
     def _enter(self, phase: str) -> None:
         """Adapt the denoiser to ``phase``; the adversarial phase may start at its own rate."""
+        trainable = [p.requires_grad for p in self.generator.parameters()]
         self.generator.set_training_phase(phase, learnt_features=self.config.phases.clean_to_clean > 0)
+        if trainable != [p.requires_grad for p in self.generator.parameters()]:
+            self.g_train = self._wrap(self.generator)  # DDP syncs the parameters trainable when wrapped
         lr = self.config.optim.adversarial_lr
         if phase == "adversarial" and lr and self.state.step == self.config.phases.adversarial_start:
             for group in self.opt_g.param_groups:
@@ -442,7 +448,7 @@ def train(
     device: str = "auto",
     images: Mapping[str, list[np.ndarray]] | None = None,
 ) -> Generator[TrainProgress, None, Path]:
-    """Train an ADL denoiser; a generator yielding one :class:`TrainProgress` per step.
+    """Train a denoiser (any family); a generator yielding one :class:`TrainProgress` per step.
 
     Parameters
     ----------

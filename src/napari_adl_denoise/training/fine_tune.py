@@ -42,7 +42,8 @@ def fine_tune(
     """Adapt a model to your data: a generator of :class:`TrainProgress`, returning the saved path.
 
     ``images`` are clean (high signal-to-noise) images of your modality; noise is simulated on
-    random patches of them, as the bundled models were trained, with the L1 and texture losses.
+    random patches of them, as the bundled models were trained, with the model's own data terms
+    (L1 and texture for ADL, MSE and lp for the adaptive CNN).
     The weights with the best validation PSNR, the starting ones included, are written to
     ``output`` (a ``.safetensors`` file with its model card) once the run ends; closing the
     generator stops the run and writes nothing. The images are never modified.
@@ -133,7 +134,7 @@ def fine_tune(
             ),
             noise=list(noise),
             optim=OptimConfig(lr=lr),
-            loss=LossConfig(histogram=0, adversarial=0),
+            loss=_loss(info.card),
             phases=PhaseConfig(denoiser_warmup=steps, discriminator_warmup=0, adversarial=0),
             validate_every=max(steps // 10, 1),
             checkpoint_every=steps,
@@ -201,3 +202,13 @@ def _hold_out(array: np.ndarray, spatial_dims: int, channels: int) -> tuple[np.n
     rest = list(cut)
     rest[axis] = slice(size - held, None)
     return array[tuple(cut)], array[tuple(rest)]
+
+
+def _loss(card: dict) -> LossConfig:
+    """The starting model's own data terms (its card's recipe; L1 + ATW when it has none),
+    without the histogram and adversarial terms: a short run adapts, it does not re-train."""
+    trained = card.get("training_config", {}).get("loss", {})
+    try:
+        return LossConfig.model_validate({**trained, "histogram": 0, "adversarial": 0, "adversarial_ramp": 0})
+    except ValueError:  # a card from another version: the default terms
+        return LossConfig(histogram=0, adversarial=0)
