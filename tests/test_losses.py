@@ -109,6 +109,9 @@ def test_multiscale_denoiser_loss_compares_each_head_with_the_area_downsampled_t
     total.backward()
     assert all(o.grad is not None and o.grad.abs().sum() > 0 for o in outputs)
     assert set(parts) == {"l1", "atw", "histogram"}
+    total, parts = denoiser_loss(outputs, target, l1=0, atw=0, histogram=0, mse=1)
+    expected = sum(torch.nn.functional.mse_loss(o, r) for o, r in zip(outputs, perfect, strict=True))
+    assert total.item() == pytest.approx(expected.item()) and parts["mse"] == pytest.approx(expected.item())
 
 
 def test_hinge_losses_hand_computed():

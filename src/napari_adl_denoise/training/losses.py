@@ -114,7 +114,7 @@ def denoiser_loss(
     the target is area-downsampled to match. Returns the total and its parts (summed over
     scales) for logging.
     """
-    parts = {"l1": 0.0, "mse": 0.0, "atw": 0.0, "histogram": 0.0}
+    parts = {"l1": 0.0, "atw": 0.0, "histogram": 0.0} | ({"mse": 0.0} if mse else {})
     total = target.new_zeros(())
     for scale, output in enumerate(outputs):
         reference = _area_downsample(target, 2**scale)
