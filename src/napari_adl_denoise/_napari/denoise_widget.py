@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import QSizePolicy
 
 from .._device import available_devices
 from ..inference import (
@@ -114,7 +115,10 @@ class DenoiseWidget(JobDock):
             "quarter). Overlaps are cross-faded, hiding seams; more overlap costs more time.",
         )
         self.memory = Label(label="Memory")
-        self.memory.native.setWordWrap(True)  # a long model name must not widen the dock
+        self.memory.native.setWordWrap(True)  # a long model name must not widen the dock:
+        # nor its width hint (without this, adaptive-cnn-2d-gray pushed the controls 16 px past
+        # the dock's edge, clipped)
+        self.memory.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.memory.tooltip = "Estimated device memory per tile for the model that will run (GiB)."
         self.preview_button = PushButton(
             text="Preview current slice",
