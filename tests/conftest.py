@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import tifffile
 import torch
 from skimage import data
 
@@ -15,6 +18,15 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> Path:
+    """A folder of three real images as TIFF files, for training configs to read."""
+    folder = tmp_path_factory.mktemp("images")
+    for name in ("camera", "coins", "moon"):
+        tifffile.imwrite(folder / f"{name}.tif", getattr(data, name)())
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -22,14 +22,6 @@ TINY = {"kind": "adaptive_cnn", "feature_channels": [4, 4, 6], "feature_kernels"
 TINY |= {"reconstruction_channels": 8}
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    for name in ("camera", "coins", "moon"):
-        tifffile.imwrite(folder / f"{name}.tif", getattr(data, name)())
-    return folder
-
-
 def config(images: Path, output: Path, **overrides) -> TrainingConfig:
     raw = {
         "name": "acnn",

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 import yaml
 from conftest import drain
@@ -22,14 +21,6 @@ from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
 from napari_adl_denoise.training import TrainingConfig, inflate_weights, load_config, train
 from napari_adl_denoise.training.surgery import OPPONENT
 from napari_adl_denoise.weights import save_model
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    for name in ("camera", "coins", "moon"):
-        tifffile.imwrite(folder / f"{name}.tif", getattr(data, name)())
-    return folder
 
 
 def tiny_config(images: Path, output: Path, **overrides) -> TrainingConfig:
