@@ -263,3 +263,16 @@ def test_the_cli_runs_the_method(tiny_acnn, tmp_path, capsys):
     assert tifffile.imread(tmp_path / "out.tif").shape == (64, 80)
     assert main(["methods"]) == 0
     assert "adaptive-cnn" in capsys.readouterr().out
+
+
+def test_fine_tuning_an_adaptive_model_keeps_its_own_data_terms(tiny_acnn, tmp_path):
+    from napari_adl_denoise.training import fine_tune
+
+    clean = data.camera()[:96, :128].astype(np.float32)
+    saved = drain(fine_tune([clean], tmp_path / "tuned.safetensors", model=tiny_acnn, steps=3, device="cpu"))[
+        1
+    ]
+    tuned = load_model(saved)
+    loss = tuned.card["training_config"]["loss"]
+    assert isinstance(tuned.model, AdaptiveCnn) and tuned.card["base_model"] == "acnn"
+    assert (loss["mse"], loss["l1"], loss["atw"], loss["adversarial"]) == (1, 0, 0, 0) and loss["lp"] > 0
