@@ -10,8 +10,11 @@ under Poisson, Poisson-Gaussian and Rician noise and with noise-free masked back
 (``REAL_NOISE``), beside NLM and the best classical pipeline (BM3D with the true sigma, or the
 generalised Anscombe transform with the true noise model + BM3D); there each 2D model also runs
 with ``noise_model="auto"`` (its estimated variance-stabilising transform). ``--speed`` adds the
-timing on 512x512 gray and RGB images and a 128^3 volume. Each method runs in a fresh process so its
-peak memory is its own. Prints a Markdown report and writes it to ``--output``.
+timing on 512x512 gray and RGB images and a 128^3 volume. The "2D gray, Gaussian and speckle" set
+is seed 002's evaluation: Gaussian and speckle noise at sigma 25 and 50 (speckle: ``y = x + x n``,
+``n ~ N(0, (sigma/255)^2)``; BM3D is given the noise's true RMS level), scored with that paper's
+PSNR, SSIM, VIFP and MSE (on the 0-255 scale of each image's range). Each method runs in a
+fresh process so its peak memory is its own. Prints a Markdown report and writes it to ``--output``.
 
     python benchmarks/bench_quality.py --speed --output benchmarks/quality-cpu.md
 """
@@ -46,8 +49,20 @@ REAL_NOISE = {
 }
 
 
+# Seed 002's evaluation (Gaussian and speckle at sigma 25 and 50) and metrics.
+GAUSSIAN_SPECKLE = [(f"{kind} {s}", kind, {"sigma": s}) for kind in ("Gaussian", "speckle") for s in (25, 50)]
+METRICS = ("psnr", "ssim")
+
 SETS = {
     "2D gray": {"folder": "2d-gray/val", "spatial_dims": 2, "channels": 1, "classical": "bm3d"},
+    "2D gray, Gaussian and speckle": {
+        "folder": "2d-gray/val",
+        "spatial_dims": 2,
+        "channels": 1,
+        "classical": "bm3d",
+        "gaussian_speckle": True,
+        "metrics": ["psnr", "ssim", "vifp", "mse"],
+    },
     "2D gray, real noise": {
         "folder": "2d-gray/val",
         "spatial_dims": 2,
@@ -69,6 +84,8 @@ def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def conditions(spec: dict) -> list[tuple[str, str, dict, bool]]:
+    if spec.get("gaussian_speckle"):
+        return [(name, kind.lower(), params, False) for name, kind, params in GAUSSIAN_SPECKLE]
     if spec.get("real_noise"):
         return [(name, *REAL_NOISE[name]) for name in spec["real_noise"]]
     return [(f"sigma {s}", "gaussian", {"sigma": s}, False) for s in spec["sigmas"]]
@@ -87,6 +104,8 @@ def _true_noise(kind: str, params: dict, clean: np.ndarray):
     from napari_adl_denoise.noise import NoiseModel
 
     lo, span = float(clean.min()), float(clean.max() - clean.min())
+    if kind == "speckle":  # y = x + x n: the noise's RMS level over the image
+        return params["sigma"] / 255 * float(np.sqrt(np.mean(np.square(clean, dtype=np.float64))))
     if kind.startswith("poisson"):
         return NoiseModel(gain=span / params["peak"], offset=lo, sigma=params.get("sigma", 0) / 255 * span)
     return params["sigma"] / 255 * span
@@ -112,7 +131,6 @@ def _denoise(method: str, model: str | None, noisy: np.ndarray, truth, kw: dict)
 def child(spec: dict) -> dict:
     """Scores, seconds and peak memory growth of one method over one set's images and noises."""
     from napari_adl_denoise import add_noise
-    from napari_adl_denoise.metrics import psnr, ssim
 
     kw = {"channel_axis": -1} if spec["channels"] == 3 else {}
     kw["spatial_dims"] = spec["spatial_dims"]
@@ -127,18 +145,34 @@ def child(spec: dict) -> dict:
     for k, (_, image) in enumerate(images):
         for c, (label, kind, params, masked) in enumerate(conditions(spec)):
             clean = _masked(image) if masked else image
-            seed = 1000 * params["sigma"] + k if not spec.get("real_noise") else 100_000 + 1000 * c + k
+            seed = 1000 * params["sigma"] + k
+            if spec.get("real_noise") or spec.get("gaussian_speckle"):
+                seed = (200_000 if spec.get("gaussian_speckle") else 100_000) + 1000 * c + k
             noisy = add_noise(clean, kind, seed=seed, **params)
             if masked:
                 noisy = np.where(clean > 0, noisy, 0).astype(np.float32)
             start = time.perf_counter()
             result = _denoise(spec["method"], spec["model"], noisy, _true_noise(kind, params, clean), kw)
             seconds = time.perf_counter() - start
-            data = {"channel_axis": -1} if spec["channels"] == 3 else {}
-            rows.append({"condition": label, "psnr": psnr(clean, result), "ssim": ssim(clean, result, **data),
-                         "seconds": seconds})  # fmt: skip
+            rows.append({"condition": label, "seconds": seconds, **_scores(clean, result, spec)})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"rows": rows, "peak_mb": max(peak - base, 0) / 1024, "images": [n for n, _ in images]}
+
+
+def _scores(clean: np.ndarray, result: np.ndarray, spec: dict) -> dict[str, float]:
+    """The set's metrics; MSE on the 0-255 scale of the image's range (seed 002's tables)."""
+    from napari_adl_denoise import metrics
+
+    span = float(np.ptp(clean)) or 1.0
+    colour = {"channel_axis": -1} if spec["channels"] == 3 else {}
+    compute = {
+        "psnr": lambda: metrics.psnr(clean, result),
+        "ssim": lambda: metrics.ssim(clean, result, **colour),
+        "vifp": lambda: metrics.vifp(clean, result, **colour),
+        "mse": lambda: metrics.mse(clean * (255 / span), result * (255 / span)),
+        "delta_e": lambda: metrics.delta_e(clean, result),
+    }
+    return {name: compute[name]() for name in spec.get("metrics", METRICS)}
 
 
 def _speed_image(spatial_dims: int, channels: int) -> np.ndarray:
@@ -198,18 +232,21 @@ def methods_for(
     return [r for r in rows if r[1] not in skip]
 
 
-def quality_table(name: str, results: dict, labels: list[str]) -> list[str]:
+_FORMATS = {"psnr": ("PSNR", ".2f"), "ssim": ("SSIM", ".3f"), "vifp": ("VIFP", ".3f"),
+            "mse": ("MSE", ".1f"), "delta_e": ("DeltaE", ".2f")}  # fmt: skip
+
+
+def quality_table(name: str, results: dict, labels: list[str], names: list[str]) -> list[str]:
+    heading = " / ".join(_FORMATS[m][0] for m in names)
     lines = [
-        "| method | " + " | ".join(f"{c} PSNR / SSIM" for c in labels) + " | s per image | peak MB |",
+        "| method | " + " | ".join(f"{c} {heading}" for c in labels) + " | s per image | peak MB |",
         "|" + "---|" * (3 + len(labels)),
     ]
     for label, res in results.items():
         cells = []
         for c in labels:
             rows = [r for r in res["rows"] if r["condition"] == c]
-            cells.append(
-                f"{np.mean([r['psnr'] for r in rows]):.2f} / {np.mean([r['ssim'] for r in rows]):.3f}"
-            )
+            cells.append(" / ".join(f"{np.mean([r[m] for r in rows]):{_FORMATS[m][1]}}" for m in names))
         seconds = np.mean([r["seconds"] for r in res["rows"]])
         cost = f"{seconds:.2f} | {res['peak_mb']:.0f}" if label != "noisy input" else "- | -"
         lines.append(f"| {label} | {' | '.join(cells)} | {cost} |")
@@ -285,7 +322,13 @@ def main() -> None:
             print(f"{name}: {label} done", file=sys.stderr, flush=True)
         labels = [c[0] for c in conditions(spec)]
         images = ", ".join(next(iter(results.values()))["images"])
-        report += ["", f"## {name}: {images}", "", *quality_table(name, results, labels), ""]
+        report += [
+            "",
+            f"## {name}: {images}",
+            "",
+            *quality_table(name, results, labels, info.get("metrics", METRICS)),
+            "",
+        ]
         report += comparison(results, info["classical"], labels)
     if args.speed:
         report += [

@@ -198,6 +198,28 @@ def test_each_learned_method_lists_and_runs_its_own_models(viewer, qtbot):
     np.testing.assert_allclose(result.data, denoise(layer.data, "adaptive-cnn"), atol=1e-4)
 
 
+def test_noise_attention_adds_its_stage_one_noise_estimate_on_request(viewer, qtbot):
+    from napari_adl_denoise.methods.noise_attention import estimate_noise_map
+
+    widget = add_widget(viewer, "Denoise")
+    layer = widget.image.value = noisy_image(viewer)
+    assert not shown(widget.noise_map, widget)  # adl has no stages
+    widget.method.value = "noise-attention"
+    assert shown(widget.noise_map, widget) and "RRDBs" in widget.memory.value
+    widget.noise_map.value = True
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 3)
+    result, noise = viewer.layers[-2], viewer.layers[-1]
+    assert result.name == "noisy [noise-attention]"
+    assert noise.name == "noisy [noise-attention] noise estimate"
+    np.testing.assert_allclose(result.data, denoise(layer.data, "noise-attention"), atol=1e-3)
+    np.testing.assert_allclose(noise.data, estimate_noise_map(layer.data), atol=1e-3)
+    np.testing.assert_array_equal(noise.scale, layer.scale)
+    low, high = noise.contrast_limits
+    assert low == -high and high > 0  # centred on zero
+    widget.method.value = "adl"
+    assert not shown(widget.noise_map, widget)
+
+
 @pytest.mark.parametrize("stop", ["Cancel", "closing the dock", "closing the viewer"])
 def test_cancel_or_closing_the_dock_or_viewer_stops_the_job_and_adds_nothing(
     viewer, qtbot, tiny_2d, tmp_path, monkeypatch, stop

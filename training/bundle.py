@@ -11,6 +11,8 @@ the choices the paper left open, with their reasons), which the card keeps too.
     python training/bundle.py runs/adl-2d-gray/adl-2d-gray.safetensors
     python training/bundle.py runs/adaptive-cnn-2d-gray/adaptive-cnn-2d-gray.safetensors \
         --notes training/configs/adaptive-cnn-2d-gray.md
+    python training/bundle.py runs/noise-attention-2d-gray/noise-attention-2d-gray.safetensors \
+        --notes training/configs/noise-attention-2d-gray.md
 """
 
 from __future__ import annotations
@@ -80,6 +82,13 @@ def network(card: dict) -> str:
         return (
             f"- Efficient-Unet, {where}, filter_base {cfg['filter_base']}, enhancer kernel "
             f"{cfg['enhancer_kernel']}, norm {cfg['norm']}, output {cfg['output_activation']}"
+        )
+    if cfg["kind"] == "noise_attention":
+        return (
+            f"- Two-stage noise-attention network, {where}; each stage {cfg['blocks']} gated RRDB(s) "
+            f"of {cfg['features']} channels (growth {cfg['growth']}), noise attention block "
+            f"{'on' if cfg['attention'] else 'off'}, stage II refining the stage-I image: "
+            f"{cfg['refine_residual']}, stage I trained on its own objective only: {cfg['detach_estimate']}"
         )
     return (
         f"- Multi-scale adaptive CNN, {where}; feature layer of {cfg['feature_channels']} channels "

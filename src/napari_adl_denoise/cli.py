@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="noise sigma on the [0, 1]-normalised scale (classical methods; default: estimated)",
     )
     run.add_argument(
+        "--stages",
+        type=int,
+        choices=(1, 2),
+        help="noise-attention: 1 writes the stage-I image (input minus the estimated noise), "
+        "2 the two-stage result (default)",
+    )
+    run.add_argument(
         "--noise-model",
         default="blind",
         choices=NOISE_MODELS,
@@ -157,7 +164,8 @@ def _denoise(args: argparse.Namespace) -> int:
     src = read_image(args.input)
     channel_axis = _colour_axis(src, args.channel_axis)
     data, alpha = split_alpha(src.data, channel_axis is not None and src.format in ("png", "jpeg"))
-    options = {"sigma": args.sigma} if args.sigma is not None else {}
+    given = {"sigma": args.sigma, "stages": args.stages}
+    options = {k: v for k, v in given.items() if v is not None}
     if get_method(args.method).learned:  # the model, tiles and memory, before the work
         sd, channels, axis = _layout(data.shape, channel_axis, args.spatial_dims)
         shape = tuple(n for a, n in enumerate(data.shape) if a != axis)

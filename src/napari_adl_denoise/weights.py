@@ -32,7 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ._files import atomic_path
-from .models import AdaptiveCnnConfig, Denoiser, EfficientUnetConfig, build_model, parse_config
+from .models import AnyConfig, Denoiser, build_model, parse_config
 
 __all__ = [
     "LoadedModel",
@@ -58,7 +58,7 @@ class LoadedModel:
 
     name: str
     model: Denoiser
-    config: EfficientUnetConfig | AdaptiveCnnConfig
+    config: AnyConfig
     card: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -69,7 +69,7 @@ class ModelInfo:
 
     name: str
     path: Path
-    config: EfficientUnetConfig | AdaptiveCnnConfig
+    config: AnyConfig
     card: dict[str, Any]
 
     @property
@@ -154,7 +154,7 @@ def save_model(
     return path
 
 
-def _read_metadata(path: Path) -> tuple[EfficientUnetConfig | AdaptiveCnnConfig, dict[str, Any]]:
+def _read_metadata(path: Path) -> tuple[AnyConfig, dict[str, Any]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

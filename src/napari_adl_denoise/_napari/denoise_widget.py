@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QSizePolicy
 
@@ -63,8 +64,8 @@ class DenoiseWidget(JobDock):
             label="Method",
             choices=methods,
             value="adl",
-            tooltip="adl and adaptive-cnn: learned denoisers (blind: no noise level needed), each "
-            "with its own models. The others are classical baselines for comparison.",
+            tooltip="adl, adaptive-cnn and noise-attention: learned denoisers (blind: no noise level "
+            "needed), each with its own models. The others are classical baselines for comparison.",
         )
         self.noise_model = ComboBox(
             label="Noise",
@@ -79,6 +80,14 @@ class DenoiseWidget(JobDock):
         )
         self.about = Label(label="")
         self.about.native.setWordWrap(True)
+        self.noise_map = CheckBox(
+            text="Also add the stage-I noise estimate",
+            value=False,
+            visible=False,
+            tooltip="A second layer with the noise the method's first stage finds (the image minus "
+            "its stage-I result, in the image's units; for RGB the mean over the channels). Costs "
+            "about half a run more.",
+        )
         self.model, self.model_file = model_widgets(kind=lambda: get_method(self.method.value).model_kind)
         self.device = ComboBox(
             label="Device",
@@ -132,6 +141,7 @@ class DenoiseWidget(JobDock):
                 self.method,
                 self.about,
                 self.noise_model,
+                self.noise_map,
                 self.model,
                 self.model_file,
                 self.device,
@@ -174,6 +184,7 @@ class DenoiseWidget(JobDock):
         for widget in (self.model, self.tile, self.overlap, self.memory, self.device):
             widget.visible = method.learned
         self.model_file.visible = method.learned and self.model.value == MODEL_FILE
+        self.noise_map.visible = "stages" in method.options
         layer = self.image.value
         stack = layer is not None and layer.ndim >= 3  # napari's ndim leaves out RGB
         self.mode.visible = self.preview_button.visible = stack
@@ -246,6 +257,7 @@ class DenoiseWidget(JobDock):
         if whole is not None:
             whole = split_alpha(whole, layer.rgb)[0]
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
+        noise_map = self.noise_map.visible and self.noise_map.value
 
         def job():
             kwargs = dict(params)
@@ -260,11 +272,17 @@ class DenoiseWidget(JobDock):
                 kwargs["noise_model"] = resolve_noise_model(
                     kwargs["noise_model"], whole, channel_axis=-1 if channels == 3 else None
                 )
-            result = yield from iter_denoise(data, **kwargs)
-            return join_alpha(result, alpha)[keep], card
+            if not noise_map:
+                result = yield from iter_denoise(data, **kwargs)
+                return join_alpha(result, alpha)[keep], None, card
+            # stage I costs about half of both stages: two thirds of the bar, then one third
+            result = yield from _scaled(iter_denoise(data, **kwargs), 0.0, 2 / 3)
+            stage_one = yield from _scaled(iter_denoise(data, stages=1, **kwargs), 2 / 3, 1 / 3)
+            noise = np.asarray(data, dtype=np.float32) - stage_one
+            return join_alpha(result, alpha)[keep], (noise.mean(-1) if channels == 3 else noise)[keep], card
 
         def add(output) -> None:
-            result, card = output
+            result, noise, card = output
             metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
             name = f"{source.name} [{method}{_model_suffix(method, model, card, layout, channels)}]"
             placement = copy_placement(source)
@@ -274,10 +292,21 @@ class DenoiseWidget(JobDock):
                 if name in self._viewer.layers:
                     self._viewer.layers.remove(name)
             added = self._viewer.add_image(result, name=name, metadata=metadata, **placement)
+            if noise is not None:
+                self._add_noise_map(noise, name, metadata, placement)
             self.status.value = f"added '{added.name}'"  # napari renames a clash: 'x [adl] [1]'
 
         what = f"plane {tuple(planes)} of '{layer.name}'" if preview else f"'{layer.name}'"
         self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising {what} with {method}...")
+
+    def _add_noise_map(self, noise: np.ndarray, name: str, metadata: dict, placement: dict) -> None:
+        """The stage-I noise estimate as a gray layer placed like the result, centred on zero."""
+        name = f"{name} noise estimate"
+        if name in self._viewer.layers:  # a preview's noise map is replaced like the preview
+            self._viewer.layers.remove(name)
+        spread = 3 * float(noise.std()) or 1.0
+        placement = {**placement, "rgb": False, "colormap": "gray", "contrast_limits": (-spread, spread)}
+        self._viewer.add_image(noise, name=name, metadata=metadata, **placement)
 
     def _preview_region(self, layer, spatial_dims: int) -> tuple[np.ndarray, list[int], tuple]:
         """The data around the plane on screen: (region, plane index per leading axis, what of
@@ -294,6 +323,23 @@ class DenoiseWidget(JobDock):
             index[-1] = slice(start, start + PREVIEW_SLAB)
             keep = (*[slice(None)] * (lead - 1), slice(k - start, k - start + 1))
         return np.asarray(data[tuple(index)]), planes, keep
+
+
+@dataclass(frozen=True)
+class _Progress:
+    fraction: float
+
+
+def _scaled(steps, start: float, share: float):
+    """Run a job's generator (returning its value), its progress mapped to
+    ``start + share * fraction``; closing this closes it (Cancel)."""
+    try:
+        while True:
+            yield _Progress(start + share * next(steps).fraction)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 def _model_suffix(method: str, model: str | None, card: dict | None, layout: dict, channels: int) -> str:

@@ -58,17 +58,23 @@ class NoModelError(LookupError):
 
 
 def register_learned(
-    name: str, description: str, *, kind: str, default_models: Mapping[tuple[int, int], str]
+    name: str,
+    description: str,
+    *,
+    kind: str,
+    default_models: Mapping[tuple[int, int], str],
+    options: tuple[str, ...] = (),
 ) -> None:
     """Register a learned method running networks of config ``kind`` through the tiled runner.
 
     ``default_models`` maps (spatial_dims, channels) of the data to the bundled model used when
     none is given; a 2D model listed for 3D data denoises volumes over their three slicing
-    directions.
+    directions. ``options``: keywords of ``denoise(**options)`` handed to the network's
+    :meth:`~napari_adl_denoise.models.Denoiser.set_options`.
     """
-    register_method(name, description, learned=True, model_kind=kind, default_models=default_models)(
-        lambda ctx: LearnedRunner(ctx, name)
-    )
+    register_method(
+        name, description, learned=True, model_kind=kind, default_models=default_models, options=options
+    )(lambda ctx: LearnedRunner(ctx, name))
 
 
 def default_method(spatial_dims: int, channels: int) -> str:
@@ -244,6 +250,7 @@ class LearnedRunner:
         self.device = resolve_device(ctx.device)
         self.loaded = as_loaded_model(ctx.model, ctx.spatial_dims, ctx.channels, method)
         self.requested_tile = ctx.tile_shape
+        self.loaded.model.set_options(**ctx.options)  # checked before any tile runs
         self.model = self._place(self.loaded.model.eval())
 
     def _memory_format(self) -> torch.memory_format:

@@ -1,5 +1,6 @@
-"""Networks: the ADL Efficient-Unet denoiser and discriminator, and the multi-scale adaptive
-CNN, 2D and 3D. A weights file's config says which family rebuilds it (its ``kind``)."""
+"""Networks: the ADL Efficient-Unet denoiser and discriminator, the multi-scale adaptive CNN
+and the two-stage noise-attention network, 2D and 3D. A weights file's config says which
+family rebuilds it (its ``kind``)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,31 @@ from .efficient_unet import (
     EfficientUnetConfig,
     EfficientUnetDiscriminator,
 )
+from .noise_attention import NoiseAttention, NoiseAttentionConfig
 
 __all__ = [
     "AdaptiveCnn",
     "AdaptiveCnnConfig",
+    "AnyConfig",
     "Denoiser",
     "DenoiserConfig",
     "DiscriminatorConfig",
     "EfficientUnet",
     "EfficientUnetConfig",
     "EfficientUnetDiscriminator",
+    "NoiseAttention",
+    "NoiseAttentionConfig",
     "build_model",
     "parse_config",
 ]
 
-_NETWORKS: dict[str, type[Denoiser]] = {"efficient_unet": EfficientUnet, "adaptive_cnn": AdaptiveCnn}
+_NETWORKS: dict[str, type[Denoiser]] = {
+    "efficient_unet": EfficientUnet,
+    "adaptive_cnn": AdaptiveCnn,
+    "noise_attention": NoiseAttention,
+}
+AnyConfig = EfficientUnetConfig | AdaptiveCnnConfig | NoiseAttentionConfig
+"""The type of any parsed denoiser config."""
 
 
 def _kind(value: Any) -> str:
@@ -38,7 +49,9 @@ def _kind(value: Any) -> str:
 
 
 DenoiserConfig = Annotated[
-    Annotated[EfficientUnetConfig, Tag("efficient_unet")] | Annotated[AdaptiveCnnConfig, Tag("adaptive_cnn")],
+    Annotated[EfficientUnetConfig, Tag("efficient_unet")]
+    | Annotated[AdaptiveCnnConfig, Tag("adaptive_cnn")]
+    | Annotated[NoiseAttentionConfig, Tag("noise_attention")],
     Discriminator(_kind),
 ]
 """A denoising network's config; its ``kind`` names the family (Efficient-Unet when absent)."""
@@ -46,11 +59,11 @@ DenoiserConfig = Annotated[
 _ADAPTER: TypeAdapter = TypeAdapter(DenoiserConfig)
 
 
-def parse_config(data: str | dict) -> EfficientUnetConfig | AdaptiveCnnConfig:
+def parse_config(data: str | dict) -> AnyConfig:
     """A denoiser config from JSON text or a dict (pydantic ValidationError if invalid)."""
     return _ADAPTER.validate_json(data) if isinstance(data, str) else _ADAPTER.validate_python(data)
 
 
-def build_model(config: EfficientUnetConfig | AdaptiveCnnConfig) -> Denoiser:
+def build_model(config: AnyConfig) -> Denoiser:
     """The (untrained) network a config describes."""
     return _NETWORKS[config.kind](config)

@@ -16,8 +16,9 @@ class Denoiser(nn.Module):
     ``kind``, ``spatial_dims``, ``in_channels``, ``out_channels``, ``summary`` and
     ``memory_bytes(tile_shape)``.
 
-    Families with a training schedule of their own override :meth:`set_training_phase` and
-    :meth:`regulariser`.
+    Families with a training schedule of their own override :meth:`set_training_phase`,
+    :meth:`regulariser` and :meth:`stage_loss`; those with inference options (``denoise(**options)``)
+    override :meth:`set_options`.
     """
 
     config: object
@@ -30,3 +31,15 @@ class Denoiser(nn.Module):
     def regulariser(self) -> torch.Tensor:
         """A penalty on the weights that the training loss adds with weight ``loss.lp``: none."""
         return next(self.parameters()).new_zeros(())
+
+    def stage_loss(self, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """A loss on the intermediate output of the last training forward pass (a two-stage
+        network's noise estimate), which the training loss adds with weight ``loss.stage``:
+        none."""
+        return next(self.parameters()).new_zeros(())
+
+    def set_options(self, **options) -> None:
+        """Method options from ``denoise(**options)``; one-line ValueError for a bad value.
+        Most networks take none."""
+        if options:
+            raise ValueError(f"this network takes no options, got {', '.join(options)}")

@@ -134,7 +134,9 @@ class LossConfig(_Strict):
 
     ``mse`` is the adaptive CNN's data term; ``lp`` weighs the network's own weight penalty
     (:meth:`~napari_adl_denoise.models.Denoiser.regulariser`) outside the clean-to-clean phase;
-    ``adversarial_ramp`` (s) scales the adversarial weight by ``1 + s * t / T`` over the
+    ``stage`` weighs the network's own intermediate objective
+    (:meth:`~napari_adl_denoise.models.Denoiser.stage_loss`: the noise-attention network's
+    stage-I noise MSE); ``adversarial_ramp`` (s) scales the adversarial weight by ``1 + s * t / T`` over the
     adversarial phase's ``T`` steps (that paper's eq. 7, s = 0.99).
     """
 
@@ -145,6 +147,7 @@ class LossConfig(_Strict):
     adversarial: float = Field(0.01, ge=0)
     adversarial_ramp: float = Field(0.0, ge=0)
     lp: float = Field(0.0, ge=0)
+    stage: float = Field(0.0, ge=0)
     atw_levels: int = Field(4, ge=1, le=8)
     histogram_bins: int = Field(64, ge=4, le=1024)
 

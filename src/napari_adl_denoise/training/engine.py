@@ -225,6 +225,10 @@ class _Trainer:
             penalty = self.generator.regulariser()
             loss = loss + w.lp * penalty
             parts["lp"] = float(penalty.detach())
+        if w.stage:  # a two-stage network's first stage, on its own objective
+            stage = self.generator.stage_loss(source, batch.target)
+            loss = loss + w.stage * stage
+            parts["stage"] = float(stage.detach())
         if phase == "adversarial" and w.adversarial:
             self.discriminator.requires_grad_(False)
             with _autocast(self.device, self.config.amp), _frozen_norm_statistics(self.discriminator):
