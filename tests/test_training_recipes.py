@@ -85,3 +85,25 @@ def test_adaptive_cnn_recipes_follow_the_papers_three_phases(name):
     assert phases.discriminator_steps == 2 and loss.adversarial_ramp == 0.99
     assert loss.mse == 1 and loss.l1 == loss.atw == loss.histogram == 0 and loss.lp > 0
     assert config.optim.adversarial_lr == 1e-5
+
+
+@pytest.mark.parametrize(
+    "name", ["noise-attention-2d-gray-stage1", "noise-attention-2d-gray", "paper-noise-attention-2d-gray"]
+)
+def test_noise_attention_recipes_follow_the_paper(name):
+    """Algorithm 1's noise, both stages' objectives, Adam 5e-4 (0.9, 0.99); the paper-size
+    recipe has Table VII's width and depth and its batch of 24."""
+    config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
+    model, loss = config.model, config.loss
+    assert config.name == name and model.kind == "noise_attention" and model.attention
+    assert [(n.kind, n.sigma) for n in config.noise] == [("mixed", (0, 75))]
+    assert (loss.stage, loss.l1) == (1, 1) and loss.mse == loss.atw == loss.histogram == loss.adversarial == 0
+    assert config.optim.lr == 5e-4 and config.optim.betas == (0.9, 0.99)
+    full = name.startswith("paper")
+    assert (model.features, model.blocks, model.growth) == ((32, 3, 8) if full else (16, 1, 8))
+    assert config.data.batch_size == (24 if full else 16)
+    assert config.init == (
+        "runs/noise-attention-2d-gray-stage1/noise-attention-2d-gray-stage1.safetensors"
+        if name == "noise-attention-2d-gray"
+        else None
+    )

@@ -198,24 +198,33 @@ def test_each_learned_method_lists_and_runs_its_own_models(viewer, qtbot):
     np.testing.assert_allclose(result.data, denoise(layer.data, "adaptive-cnn"), atol=1e-4)
 
 
-def test_noise_attention_adds_its_stage_one_noise_estimate_on_request(viewer, qtbot):
+def test_noise_attention_adds_its_noise_estimate_on_request(viewer, qtbot):
     from napari_adl_denoise.methods.noise_attention import estimate_noise_map
 
     widget = add_widget(viewer, "Denoise")
     layer = widget.image.value = noisy_image(viewer)
-    assert not shown(widget.noise_map, widget)  # adl has no stages
+    assert not shown(widget.noise_map, widget)  # adl makes no noise estimate
     widget.method.value = "noise-attention"
-    assert shown(widget.noise_map, widget) and "RRDBs" in widget.memory.value
+    assert shown(widget.noise_map, widget) and "two stages" in widget.memory.value
     widget.noise_map.value = True
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 3)
     result, noise = viewer.layers[-2], viewer.layers[-1]
-    assert result.name == "noisy [noise-attention]"
-    assert noise.name == "noisy [noise-attention] noise estimate"
+    assert (result.name, noise.name) == ("noisy [noise-attention]", "noisy [noise-attention] noise estimate")
     np.testing.assert_allclose(result.data, denoise(layer.data, "noise-attention"), atol=1e-3)
     np.testing.assert_allclose(noise.data, estimate_noise_map(layer.data), atol=1e-3)
     np.testing.assert_array_equal(noise.scale, layer.scale)
+    assert noise.metadata["napari_adl_denoise"]["content"] == "noise estimate"
     low, high = noise.contrast_limits
     assert low == -high and high > 0  # centred on zero
+    # A second run keeps the first run's layers; colour gets one noise layer per channel.
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 5)
+    assert viewer.layers[-1].name == "noisy [noise-attention] [1] noise estimate"
+    photo = viewer.add_image(add_noise(data.astronaut()[:48, :64], sigma=20, seed=0), name="photo")
+    widget.image.value = photo
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 10)
+    assert [x.name for x in viewer.layers[-3:]] == [
+        f"photo [noise-attention] noise estimate {c}" for c in "RGB"
+    ]
     widget.method.value = "adl"
     assert not shown(widget.noise_map, widget)
 

@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         "2 the two-stage result (default)",
     )
     run.add_argument(
+        "--noise-map",
+        metavar="FILE",
+        help="also write the method's own estimate of the noise here (noise-attention: its "
+        "first stage; image units, centred on zero)",
+    )
+    run.add_argument(
         "--noise-model",
         default="blind",
         choices=NOISE_MODELS,
@@ -153,13 +159,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _denoise(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from .inference import _layout, iter_denoise, join_alpha, split_alpha
     from .io import image_format, read_image, write_image
     from .methods import get_method, plan_denoise
 
-    image_format(args.output)  # reject a bad output name before any work
+    image_format(args.output)  # reject bad output names and options before any work
+    noise_map = get_method(args.method).noise_map if args.noise_map else None
+    if args.noise_map:
+        if image_format(args.noise_map) in ("png", "jpeg"):
+            raise ValueError("--noise-map needs a .tif, .nii(.gz) or .npy file: the noise is signed")
+        if noise_map is None:
+            raise ValueError(f"--noise-map: method {args.method!r} makes no noise estimate")
     noise_model = _noise_model_arg(args)
     src = read_image(args.input)
     channel_axis = _colour_axis(src, args.channel_axis)
@@ -180,28 +191,36 @@ def _denoise(args: argparse.Namespace) -> int:
             overlap=args.overlap,
         )
         print(f"{args.method}: {job.describe()}", file=sys.stderr)
-    steps = iter_denoise(
-        data,
-        args.method,
-        model=args.model,
-        device=args.device,
-        tile_shape=args.tile,
-        overlap=args.overlap,
-        channel_axis=channel_axis,
-        spatial_dims=args.spatial_dims,
-        noise_model=noise_model,
-        **options,
-    )
-    with tqdm(total=100, unit="%", desc=f"{args.method}", disable=None, leave=False) as bar:
+    kwargs = {
+        "model": args.model,
+        "device": args.device,
+        "tile_shape": args.tile,
+        "overlap": args.overlap,
+        "channel_axis": channel_axis,
+        "spatial_dims": args.spatial_dims,
+        "noise_model": noise_model,
+    }
+    result = _run(iter_denoise(data, args.method, **kwargs, **options), args.method)
+    result = join_alpha(result, alpha)
+    write_image(args.output, result, like=src)
+    print(f"wrote {args.output} ({args.method}, shape {result.shape})")
+    if noise_map is not None:
+        noise = _run(noise_map(data, **kwargs), f"{args.method} noise")
+        write_image(args.noise_map, noise, like=src)
+        print(f"wrote {args.noise_map} (estimated noise, shape {noise.shape})")
+    return 0
+
+
+def _run(steps, description: str):
+    """Drive a progress generator with a progress bar; its return value."""
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", desc=description, disable=None, leave=False) as bar:
         try:
             while True:
                 bar.update(round(next(steps).fraction * 100) - bar.n)
         except StopIteration as stop:
-            result = stop.value
-    result = join_alpha(result, alpha)
-    write_image(args.output, result, like=src)
-    print(f"wrote {args.output} ({args.method}, shape {result.shape})")
-    return 0
+            return stop.value
 
 
 def _noise_model_arg(args: argparse.Namespace):

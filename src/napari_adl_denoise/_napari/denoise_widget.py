@@ -81,12 +81,12 @@ class DenoiseWidget(JobDock):
         self.about = Label(label="")
         self.about.native.setWordWrap(True)
         self.noise_map = CheckBox(
-            text="Also add the stage-I noise estimate",
+            text="Also add the estimated noise",
             value=False,
             visible=False,
-            tooltip="A second layer with the noise the method's first stage finds (the image minus "
-            "its stage-I result, in the image's units; for RGB the mean over the channels). Costs "
-            "about half a run more.",
+            tooltip="A second layer with the noise the method itself estimates (noise-attention: "
+            "its first stage), in the image's units, centred on zero; for RGB one layer per "
+            "channel. Costs about half a run more.",
         )
         self.model, self.model_file = model_widgets(kind=lambda: get_method(self.method.value).model_kind)
         self.device = ComboBox(
@@ -184,7 +184,7 @@ class DenoiseWidget(JobDock):
         for widget in (self.model, self.tile, self.overlap, self.memory, self.device):
             widget.visible = method.learned
         self.model_file.visible = method.learned and self.model.value == MODEL_FILE
-        self.noise_map.visible = "stages" in method.options
+        self.noise_map.visible = method.noise_map is not None
         layer = self.image.value
         stack = layer is not None and layer.ndim >= 3  # napari's ndim leaves out RGB
         self.mode.visible = self.preview_button.visible = stack
@@ -257,7 +257,7 @@ class DenoiseWidget(JobDock):
         if whole is not None:
             whole = split_alpha(whole, layer.rgb)[0]
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
-        noise_map = self.noise_map.visible and self.noise_map.value
+        noise_map = get_method(method).noise_map if self.noise_map.value else None
 
         def job():
             kwargs = dict(params)
@@ -272,14 +272,14 @@ class DenoiseWidget(JobDock):
                 kwargs["noise_model"] = resolve_noise_model(
                     kwargs["noise_model"], whole, channel_axis=-1 if channels == 3 else None
                 )
-            if not noise_map:
+            if noise_map is None:
                 result = yield from iter_denoise(data, **kwargs)
                 return join_alpha(result, alpha)[keep], None, card
-            # stage I costs about half of both stages: two thirds of the bar, then one third
+            # the estimate costs about half a run: two thirds of the bar, then one third
             result = yield from _scaled(iter_denoise(data, **kwargs), 0.0, 2 / 3)
-            stage_one = yield from _scaled(iter_denoise(data, stages=1, **kwargs), 2 / 3, 1 / 3)
-            noise = np.asarray(data, dtype=np.float32) - stage_one
-            return join_alpha(result, alpha)[keep], (noise.mean(-1) if channels == 3 else noise)[keep], card
+            del kwargs["method"]
+            noise = yield from _scaled(noise_map(data, **kwargs), 2 / 3, 1 / 3)
+            return join_alpha(result, alpha)[keep], noise[keep], card
 
         def add(output) -> None:
             result, noise, card = output
@@ -293,20 +293,30 @@ class DenoiseWidget(JobDock):
                     self._viewer.layers.remove(name)
             added = self._viewer.add_image(result, name=name, metadata=metadata, **placement)
             if noise is not None:
-                self._add_noise_map(noise, name, metadata, placement)
+                self._add_noise_map(noise, added.name, metadata, placement, replace=preview)
             self.status.value = f"added '{added.name}'"  # napari renames a clash: 'x [adl] [1]'
 
         what = f"plane {tuple(planes)} of '{layer.name}'" if preview else f"'{layer.name}'"
         self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising {what} with {method}...")
 
-    def _add_noise_map(self, noise: np.ndarray, name: str, metadata: dict, placement: dict) -> None:
-        """The stage-I noise estimate as a gray layer placed like the result, centred on zero."""
-        name = f"{name} noise estimate"
-        if name in self._viewer.layers:  # a preview's noise map is replaced like the preview
-            self._viewer.layers.remove(name)
+    def _add_noise_map(
+        self, noise: np.ndarray, name: str, metadata: dict, placement: dict, *, replace: bool
+    ) -> None:
+        """The method's noise estimate as gray layers placed like the result ``name``, centred on
+        zero (RGB: one per channel); a preview's replaces the previous preview's."""
+        rgb = placement["rgb"]
+        names = [f"{name} noise estimate{f' {c}' if rgb else ''}" for c in ("R", "G", "B")[: 1 + 2 * rgb]]
+        for old in names:
+            if replace and old in self._viewer.layers:
+                self._viewer.layers.remove(old)
         spread = 3 * float(noise.std()) or 1.0
-        placement = {**placement, "rgb": False, "colormap": "gray", "contrast_limits": (-spread, spread)}
-        self._viewer.add_image(noise, name=name, metadata=metadata, **placement)
+        info = {"napari_adl_denoise": {**metadata["napari_adl_denoise"], "content": "noise estimate"}}
+        placement = {**placement, "colormap": "gray", "contrast_limits": (-spread, spread)}
+        del placement["rgb"]
+        if rgb:
+            self._viewer.add_image(noise, name=names, metadata=info, channel_axis=-1, **placement)
+        else:
+            self._viewer.add_image(noise, name=names[0], metadata=info, **placement)
 
     def _preview_region(self, layer, spatial_dims: int) -> tuple[np.ndarray, list[int], tuple]:
         """The data around the plane on screen: (region, plane index per leading axis, what of

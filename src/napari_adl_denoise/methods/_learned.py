@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 
 import numpy as np
 import torch
@@ -64,16 +64,24 @@ def register_learned(
     kind: str,
     default_models: Mapping[tuple[int, int], str],
     options: tuple[str, ...] = (),
+    noise_map: Callable[..., Generator] | None = None,
 ) -> None:
     """Register a learned method running networks of config ``kind`` through the tiled runner.
 
     ``default_models`` maps (spatial_dims, channels) of the data to the bundled model used when
     none is given; a 2D model listed for 3D data denoises volumes over their three slicing
     directions. ``options``: keywords of ``denoise(**options)`` handed to the network's
-    :meth:`~napari_adl_denoise.models.Denoiser.set_options`.
+    :meth:`~napari_adl_denoise.models.Denoiser.set_options`; ``noise_map``: the method's own
+    noise estimate (:attr:`~napari_adl_denoise.methods.Method.noise_map`).
     """
     register_method(
-        name, description, learned=True, model_kind=kind, default_models=default_models, options=options
+        name,
+        description,
+        learned=True,
+        model_kind=kind,
+        default_models=default_models,
+        options=options,
+        noise_map=noise_map,
     )(lambda ctx: LearnedRunner(ctx, name))
 
 
@@ -250,7 +258,8 @@ class LearnedRunner:
         self.device = resolve_device(ctx.device)
         self.loaded = as_loaded_model(ctx.model, ctx.spatial_dims, ctx.channels, method)
         self.requested_tile = ctx.tile_shape
-        self.loaded.model.set_options(**ctx.options)  # checked before any tile runs
+        if ctx.options:  # checked before any tile runs
+            self.loaded.model.set_options(**ctx.options)
         self.model = self._place(self.loaded.model.eval())
 
     def _memory_format(self) -> torch.memory_format:

@@ -51,6 +51,10 @@ class Method:
     """A learned method's network family: the ``kind`` of the model configs it runs."""
     default_models: Mapping[tuple[int, int], str] = field(default_factory=dict)
     """A learned method's bundled model for (spatial_dims, channels) data when none is given."""
+    noise_map: Callable[..., Generator[Any, None, np.ndarray]] | None = None
+    """The method's own estimate of the noise in an image, if it makes one: called like
+    ``iter_denoise`` without ``method``, a generator of progress records returning the noise
+    (image units, the image's shape)."""
 
     @property
     def available(self) -> bool:
@@ -70,6 +74,7 @@ def register_method(
     options: tuple[str, ...] = (),
     model_kind: str | None = None,
     default_models: Mapping[tuple[int, int], str] | None = None,
+    noise_map: Callable[..., Generator[Any, None, np.ndarray]] | None = None,
 ) -> Callable[[Callable[[MethodContext], Runner]], Callable[[MethodContext], Runner]]:
     """Decorator registering a runner factory as a method called ``name``."""
 
@@ -86,6 +91,7 @@ def register_method(
             options,
             model_kind,
             dict(default_models or {}),
+            noise_map,
         )
         return factory
 

@@ -19,19 +19,11 @@ NAME = "noise-attention"
 
 DEFAULT_MODELS: dict[tuple[int, int], str] = {
     (2, 1): "noise-attention-2d-gray",
+    (2, 3): "noise-attention-2d-gray",
     (3, 1): "noise-attention-2d-gray",
 }
-"""Bundled models by (spatial_dims, channels); volumes get the 2D model over their three
-slicing directions."""
-
-register_learned(
-    NAME,
-    "Two-stage network: noise estimation, then reconstruction guided by noise attention (blind; "
-    "Gaussian and speckle noise)",
-    kind="noise_attention",
-    default_models=DEFAULT_MODELS,
-    options=("stages",),
-)
+"""Bundled models by (spatial_dims, channels): the gray model for all, colour images channel by
+channel and volumes over their three slicing directions."""
 
 
 def iter_estimate_noise_map(image: npt.ArrayLike, **kwargs: Any) -> Generator[Any, None, np.ndarray]:
@@ -60,8 +52,7 @@ def estimate_noise_map(image: npt.ArrayLike, **kwargs: Any) -> np.ndarray:
     >>> import numpy as np
     >>> clean = data.camera()[:128, :128].astype(np.float32)
     >>> noisy = clean + np.random.default_rng(0).normal(0, 25, clean.shape)
-    >>> round(float(estimate_noise_map(noisy).std()), -1)  # doctest: +SKIP
-    20.0
+    >>> noise = estimate_noise_map(noisy)  # its std is about 25 here
     """
     steps = iter_estimate_noise_map(image, **kwargs)
     try:
@@ -69,3 +60,14 @@ def estimate_noise_map(image: npt.ArrayLike, **kwargs: Any) -> np.ndarray:
             next(steps)
     except StopIteration as stop:
         return stop.value
+
+
+register_learned(
+    NAME,
+    "Two-stage network: noise estimation, then reconstruction guided by noise attention (blind; "
+    "Gaussian and speckle noise)",
+    kind="noise_attention",
+    default_models=DEFAULT_MODELS,
+    options=("stages",),
+    noise_map=iter_estimate_noise_map,
+)

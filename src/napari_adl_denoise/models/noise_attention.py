@@ -18,18 +18,24 @@ From the paper in ``seeds/002`` (section II-B, Fig. 4 and 5):
 Choices where the paper is silent, each kept configurable:
 
 * Widths: 32 feature channels (the attention block's 32 filters) and 3 RRDBs per network at the
-  paper's size; with growth 8 that gives 0.28 M parameters per RGB network, the paper's
-  Table VII (283,776 and 302,466). The bundled model is narrower (see its card).
+  paper's size; with growth 8 that gives 0.29 M (NEN) and 0.30 M (RN) parameters in RGB, within
+  1% of the paper's Table VII (283,776 and 302,466). The bundled model is narrower (its card).
+  Neither network has ESRGAN's long skip or trunk convolution around its RRDBs.
+* A noise gate is an additive 1x1 convolution beside each RRDB (a skip with its own weights), not
+  a sigmoid-multiplied gate.
 * Convolutions carry biases; LeakyReLU slope 0.2 and the residual scaling 0.2 inside dense and
   residual-in-residual blocks are ESRGAN's, whose RRDB the paper cites ([38]).
 * The attention map's convolution is 7x7 (CBAM's); its input is the mean and the maximum over
-  the 64 concatenated channels (eq. 8).
+  the 64 concatenated channels (eq. 8). Its two inputs, ``I_T`` and ``N_T``, are 3x3
+  convolutions of the noisy image and of ``N_E`` (the paper's "standard 3x3 convolution"), each
+  convolved again inside the block (eq. 7's ``C``).
 * ``N_E`` is signed and unbounded (the paper's "[0, 1]" cannot hold noise of both signs).
 * **Coarse to refine**: the RN outputs a correction to the stage-I image, ``I_N - N_E + RN(...)``
   (``refine_residual``), so the second stage starts from the first stage's answer.
 * **Training the stages together**: both networks train at once on every batch, each on its
   own objective (the paper optimises them "with separate objective functions"): the RN's L1
-  does not reach the NEN, whose estimate it reads detached (``detach_estimate``).
+  does not reach the NEN, whose estimate it reads detached (``detach_estimate``). Validation
+  (the learning-rate schedule and the kept weights) scores the two-stage output only.
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ class NoiseAttentionConfig(BaseModel):
     @property
     def summary(self) -> str:
         """Short text for status lines."""
-        return f"{self.features} features, {self.blocks}+{self.blocks} RRDBs"
+        return f"two stages of {self.blocks} RRDB{'s' if self.blocks > 1 else ''}, {self.features} features"
 
     def memory_bytes(self, tile_shape: tuple[int, ...]) -> int:
         """Approximate peak bytes of one tile's forward pass (float32): a dense block's
@@ -198,6 +204,14 @@ class NoiseAttention(Denoiser):
         self.stages = 2
         self.last_estimate: torch.Tensor | None = None
 
+    def __getstate__(self) -> dict:
+        # A copy (``copy.deepcopy``, pickling) never carries the last pass's graph-bound estimate.
+        return {**super().__getstate__(), "last_estimate": None}
+
+    def train(self, mode: bool = True) -> NoiseAttention:
+        self.last_estimate = None
+        return super().train(mode)
+
     def estimate_noise(self, x: torch.Tensor) -> torch.Tensor:
         """Stage I: the residual noise ``N_E`` of ``x`` (so ``x - N_E`` is the stage-I image)."""
         return self.nen["tail"](self.nen["trunk"](self.nen["head"](x)))
@@ -210,7 +224,7 @@ class NoiseAttention(Denoiser):
                 f"got {tuple(x.shape)}"
             )
         estimate = self.estimate_noise(x)
-        self.last_estimate = estimate if self.training else None
+        self.last_estimate = estimate if self.training and torch.is_grad_enabled() else None
         if self.stages == 1:
             out = x - estimate
             return (out,) if multiscale else out
@@ -228,9 +242,10 @@ class NoiseAttention(Denoiser):
     def stage_loss(self, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Stage I's objective (eq. 11): the MSE of the last training forward pass's noise
         estimate against the true residual noise ``noisy - target``."""
-        if self.last_estimate is None:
+        estimate, self.last_estimate = self.last_estimate, None
+        if estimate is None:
             raise RuntimeError("stage_loss needs a forward pass in training mode first")
-        return F.mse_loss(self.last_estimate.float(), noisy - target)
+        return F.mse_loss(estimate.float(), noisy - target)
 
     def set_options(self, *, stages: int = 2) -> None:
         """``stages=1``: output the stage-I image ``I_N - N_E`` (the noise estimate's

@@ -191,6 +191,10 @@ class TrainingConfig(_Strict):
             raise ValueError("discriminator.spatial_dims and in_channels must match the model's")
         if self.phases.total < 1:
             raise ValueError("phases must add up to at least one step")
+        if getattr(self.model, "detach_estimate", False) and not self.loss.stage:
+            raise ValueError(
+                "loss.stage must be > 0 for a noise_attention model: nothing else trains its first stage"
+            )
         if self.phases.denoiser_warmup + self.phases.adversarial < 1:
             raise ValueError(
                 "phases need denoiser_warmup or adversarial steps: they choose the saved weights"

@@ -172,7 +172,10 @@ class PatchSampler:
         mask = self._background(clean) if spec.background and self.rng.random() < spec.background else None
         if mask is not None:
             clean = clean * mask
-        noisy = add_noise(clean, spec.kind, relative=False, seed=seed, **params)
+        kind = spec.kind
+        if kind == "mixed":  # one draw for the patch and its normalisation below (sigma: above)
+            kind = "gaussian" if self.rng.random() < 0.5 else "speckle"
+        noisy = add_noise(clean, kind, relative=False, seed=seed, **params)
         if spec.varying and self.rng.random() < spec.varying:
             floor = self.rng.uniform(0.0, 1.0)
             level = floor + (1 - floor) * self._smooth_field(clean.shape[1:])
@@ -182,7 +185,7 @@ class PatchSampler:
             lo, hi = robust_range(noisy)  # the source image has no such background to sample
         else:
             source = self.subsamples[index]
-            lo, hi = robust_range(add_noise(source, spec.kind, relative=False, seed=seed + 1, **params))
+            lo, hi = robust_range(add_noise(source, kind, relative=False, seed=seed + 1, **params))
         return noisy.astype(np.float32), clean.astype(np.float32), lo, max(hi - lo, 1e-6)
 
     def batch(self, size: int | None = None) -> Batch:
