@@ -116,7 +116,7 @@ def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d,
     widget.model.value = ui.MODEL_FILE
     widget.model_file.value = path
     widget.tile.value = 16
-    assert f"GiB per tile of 16 x 16 x 16 (tiny3d, b = {tiny_3d.config.filter_base})" in widget.memory.value
+    assert f"MiB per tile of 16 x 16 x 16 (tiny3d, b = {tiny_3d.config.filter_base})" in widget.memory.value
     widget.mode.value = ui.SLICES
     assert widget.memory.value == (
         "model 'tiny3d' is a 3D model but the data is denoised in 2D; "

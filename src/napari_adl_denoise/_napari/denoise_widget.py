@@ -128,7 +128,7 @@ class DenoiseWidget(JobDock):
         # nor its width hint (without this, adaptive-cnn-2d-gray pushed the controls 16 px past
         # the dock's edge, clipped)
         self.memory.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.memory.tooltip = "Estimated device memory per tile for the model that will run (GiB)."
+        self.memory.tooltip = "Estimated device memory per tile for the model that will run (MiB or GiB)."
         self.preview_button = PushButton(
             text="Preview current slice",
             visible=False,

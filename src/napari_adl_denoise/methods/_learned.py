@@ -132,10 +132,9 @@ class Plan:
         """One line: memory, tile and model, e.g. for a status label."""
         tiles = " x ".join(map(str, self.tile_shape))
         how = ", 2D slices in 3 directions" if self.planes else ""
-        return (
-            f"~{self.memory_bytes / 2**30:.1f} GiB per tile of {tiles} "
-            f"({self.model.name}, {self.model.config.summary}{how})"
-        )
+        gib = self.memory_bytes / 2**30
+        memory = f"{gib:.1f} GiB" if gib >= 1 else f"{max(self.memory_bytes / 2**20, 1):.0f} MiB"
+        return f"~{memory} per tile of {tiles} ({self.model.name}, {self.model.config.summary}{how})"
 
 
 def plan_denoise(
