@@ -303,8 +303,9 @@ def main() -> None:
         f"# Denoising quality on held-out data ({time.strftime('%Y-%m-%d')})",
         "",
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads). Gaussian noise on the 0-255 scale "
-        "relative to each image's range; BM3D/BM4D are given the true sigma, NLM estimates it, the "
+        f"{torch.__version__} ({torch.get_num_threads()} threads). Noise levels on the 0-255 scale "
+        "relative to each image's range (Gaussian unless a set names other noise); BM3D/BM4D are "
+        "given the true sigma, NLM estimates it, the "
         "models are blind. Peak MB: growth of the process's peak resident memory while denoising.",
         "",
         f"`{shlex.join(['python', 'benchmarks/bench_quality.py', *sys.argv[1:]])}`",

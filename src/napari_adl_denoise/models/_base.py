@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
-__all__ = ["Denoiser"]
+__all__ = ["Denoiser", "DenoiserConfigBase"]
+
+
+class DenoiserConfigBase(BaseModel):
+    """What every denoiser config has: dimensions and channels; ``out_channels`` defaults to
+    ``in_channels``. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spatial_dims: Literal[2, 3] = 2
+    in_channels: Literal[1, 3] = 1
+    out_channels: Literal[1, 3] | None = None
+
+    @model_validator(mode="after")
+    def _same_channels_by_default(self) -> DenoiserConfigBase:
+        if self.out_channels is None:
+            self.out_channels = self.in_channels
+        return self
 
 
 class Denoiser(nn.Module):

@@ -35,10 +35,10 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
-from ._base import Denoiser
+from ._base import Denoiser, DenoiserConfigBase
 from ._layers import conv
 
 __all__ = ["AdaptiveCnn", "AdaptiveCnnConfig"]
@@ -46,7 +46,7 @@ __all__ = ["AdaptiveCnn", "AdaptiveCnnConfig"]
 _LP_OFFSET = 1e-3
 
 
-class AdaptiveCnnConfig(BaseModel):
+class AdaptiveCnnConfig(DenoiserConfigBase):
     """Everything needed to rebuild an :class:`AdaptiveCnn`.
 
     Parameters
@@ -70,12 +70,7 @@ class AdaptiveCnnConfig(BaseModel):
         Dropout after the feature layer in the clean-to-clean phase (paper: 0.7).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     kind: Literal["adaptive_cnn"] = "adaptive_cnn"
-    spatial_dims: Literal[2, 3] = 2
-    in_channels: Literal[1, 3] = 1
-    out_channels: Literal[1, 3] | None = None
     feature_channels: tuple[int, ...] = Field((32, 40, 48, 56, 64), min_length=1, max_length=8)
     feature_kernels: tuple[int, ...] = Field((3, 5, 7, 9, 11), min_length=1, max_length=8)
     damping_layers: int = Field(3, ge=0, le=8)
@@ -86,8 +81,6 @@ class AdaptiveCnnConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> AdaptiveCnnConfig:
-        if self.out_channels is None:
-            self.out_channels = self.in_channels
         if len(self.feature_channels) != len(self.feature_kernels):
             raise ValueError("feature_channels and feature_kernels need one entry per convolution")
         if any(not 1 <= c <= 512 for c in self.feature_channels):

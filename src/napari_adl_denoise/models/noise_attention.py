@@ -44,11 +44,11 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import Denoiser
+from ._base import Denoiser, DenoiserConfigBase
 from ._layers import conv
 
 __all__ = ["NoiseAttention", "NoiseAttentionConfig"]
@@ -57,7 +57,7 @@ _SLOPE = 0.2  # LeakyReLU
 _RESIDUAL_SCALE = 0.2  # ESRGAN's scaling of the dense blocks' residuals
 
 
-class NoiseAttentionConfig(BaseModel):
+class NoiseAttentionConfig(DenoiserConfigBase):
     """Everything needed to rebuild a :class:`NoiseAttention` network.
 
     Parameters
@@ -81,12 +81,7 @@ class NoiseAttentionConfig(BaseModel):
         Stage II reads the noise estimate without sending its gradient back to stage I.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     kind: Literal["noise_attention"] = "noise_attention"
-    spatial_dims: Literal[2, 3] = 2
-    in_channels: Literal[1, 3] = 1
-    out_channels: Literal[1, 3] | None = None
     features: int = Field(32, ge=4, le=256)
     growth: int = Field(8, ge=1, le=128)
     blocks: int = Field(3, ge=1, le=16)
@@ -96,8 +91,6 @@ class NoiseAttentionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> NoiseAttentionConfig:
-        if self.out_channels is None:
-            self.out_channels = self.in_channels
         if self.out_channels != self.in_channels:
             raise ValueError("a two-stage network outputs as many channels as it reads")
         return self
