@@ -107,3 +107,31 @@ def test_noise_attention_recipes_follow_the_paper(name):
         if name == "noise-attention-2d-gray"
         else None
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["idresnet-2d-rgb", "idgan-2d-rgb", "paper-idresnet-2d-rgb", "paper-idgan-2d-rgb"]
+)
+def test_idresnet_and_idgan_recipes_follow_the_paper(name):
+    """Phase 1 is MSE only; phase 2 starts from phase 1's weights with the detail loss (MSE
+    0.001 on the [-1, 1] scale, content, adversarial 0.001 in the log form) against an SRGAN
+    discriminator, alternating from the first step and keeping its latest weights."""
+    config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
+    model, loss, phases = config.model, config.loss, config.phases
+    full = name.startswith("paper")
+    assert model.kind == "idresnet" and model.in_channels == 3 and not model.image_residual
+    assert (model.features, model.blocks, model.outer_kernel) == ((64, 32, 9) if full else (32, 12, 9))
+    assert config.discriminator.kind == "srgan_discriminator" and config.data.batch_size == 16
+    assert loss.l1 == loss.atw == loss.histogram == 0
+    if "idresnet" in name:
+        assert (loss.mse, loss.content, loss.adversarial, phases.adversarial) == (1, 0, 0, 0)
+        assert config.init is None and config.keep == "best"
+    else:
+        assert (loss.mse, loss.adversarial, loss.gan) == (0.004, 0.001, "log")
+        assert loss.content == (0.0061 if full else 0.5) and loss.feature_net
+        assert phases.denoiser_warmup == phases.discriminator_warmup == 0 and phases.adversarial > 0
+        assert (
+            config.init
+            == f"runs/{name.replace('idgan', 'idresnet')}/{name.replace('idgan', 'idresnet')}.safetensors"
+        )
+        assert config.keep == "last" and config.optim.lr == 1e-4

@@ -192,7 +192,7 @@ def _held_out(kind: str) -> np.ndarray:
 
     if "2d-gray" in kind:
         return pywt.data.aero().astype(np.float32)
-    if kind == "adl-2d-rgb":
+    if kind.endswith("2d-rgb"):
         return data.coffee().astype(np.float32)
     return read_image(f"{data_path}/anatomical.nii").data.astype(np.float32)
 
@@ -202,7 +202,7 @@ def test_each_bundled_model_denoises_held_out_data_and_the_defaults_need_no_argu
     from napari_adl_denoise import add_noise
     from napari_adl_denoise.metrics import psnr
 
-    method = adl.methods.method_for_kind(adl.model_info(name).config.kind)
+    method = adl.methods.method_for_kind(adl.model_info(name).config.kind, name)
     clean = _held_out(name)
     noisy = add_noise(clean, sigma=25, seed=0)
     result = denoise(noisy, method.name, model=name)

@@ -229,6 +229,19 @@ def test_noise_attention_adds_its_noise_estimate_on_request(viewer, qtbot):
     assert not shown(widget.noise_map, widget)
 
 
+def test_idgan_runs_on_a_colour_layer_and_lists_both_generators(viewer, qtbot):
+    widget = add_widget(viewer, "Denoise")
+    photo = viewer.add_image(add_noise(data.astronaut()[:72, :96], sigma=25, seed=0), name="photo")
+    widget.image.value = photo
+    widget.method.value = "idgan"
+    assert list(widget.model.choices) == [ui.AUTO_MODEL, "idgan-2d-rgb", "idresnet-2d-rgb", ui.MODEL_FILE]
+    assert "residual blocks" in widget.memory.value
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    result = viewer.layers[-1]
+    assert result.name == "photo [idgan]" and result.rgb
+    np.testing.assert_allclose(result.data, denoise(photo.data, "idgan"), atol=1e-3)
+
+
 @pytest.mark.parametrize("stop", ["Cancel", "closing the dock", "closing the viewer"])
 def test_cancel_or_closing_the_dock_or_viewer_stops_the_job_and_adds_nothing(
     viewer, qtbot, tiny_2d, tmp_path, monkeypatch, stop

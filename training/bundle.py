@@ -13,6 +13,8 @@ the choices the paper left open, with their reasons), which the card keeps too.
         --notes training/configs/adaptive-cnn-2d-gray.md
     python training/bundle.py runs/noise-attention-2d-gray/noise-attention-2d-gray.safetensors \
         --notes training/configs/noise-attention-2d-gray.md
+    python training/bundle.py runs/idgan-2d-rgb/idgan-2d-rgb.safetensors \
+        --notes training/configs/idresnet-2d-rgb.md
 """
 
 from __future__ import annotations
@@ -90,6 +92,20 @@ def network(card: dict) -> str:
             f"{'on' if cfg['attention'] else 'off'}, stage II refining the stage-I image: "
             f"{cfg['refine_residual']}, stage I trained on its own objective only: {cfg['detach_estimate']}"
         )
+    if cfg["kind"] == "idresnet":
+        disc = card["training_config"]["discriminator"]
+        line = (
+            f"- IDResNet generator, {where}; {cfg['blocks']} residual blocks of {cfg['features']} "
+            f"channels without batch norm, {cfg['outer_kernel']}x{cfg['outer_kernel']} outer "
+            f"convolutions, PReLU, output {cfg['output_activation']} on the [-1, 1] scale, "
+            f"noise-predicting: {cfg['image_residual']}"
+        )
+        if card["training_config"]["phases"]["adversarial"]:
+            line += (
+                f"; trained against an SRGAN discriminator (filter base {disc['filter_base']}, dense "
+                f"{disc['dense']})"
+            )
+        return line
     return (
         f"- Multi-scale adaptive CNN, {where}; feature layer of {cfg['feature_channels']} channels "
         f"with kernels {cfg['feature_kernels']}, {cfg['damping_layers']} damping layers of "

@@ -382,7 +382,7 @@ def _models(args: argparse.Namespace) -> int:
     for m in models:
         c = m.config
         kind = f"{c.spatial_dims}D {'RGB' if c.in_channels == 3 else 'gray'}"
-        method = getattr(method_for_kind(c.kind), "name", c.kind)
+        method = getattr(method_for_kind(c.kind, m.name), "name", c.kind)
         print(f"{m.name:<20} {method:<12} {kind:<8} {'' if m.bundled else '[yours] '}{m.description}")
     print(f"your models folder: {user_models_dir()}")
     return 0

@@ -6,7 +6,7 @@ Importing this package registers every method. A learned family is one module th
 
 from __future__ import annotations
 
-from . import adaptive_cnn, adl, classical, noise_attention  # noqa: F401 (each registers its methods)
+from . import adaptive_cnn, adl, classical, idresnet, noise_attention  # noqa: F401 (each registers its methods)
 from ._learned import (
     NoModelError,
     Plan,

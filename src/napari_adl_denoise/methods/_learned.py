@@ -200,7 +200,7 @@ def _check_fits(name: str, config, spatial_dims: int, channels: int, method: str
     """One-line ValueError unless the method can run the model on such data (a 2D model can do
     volumes)."""
     if config.kind != get_method(method).model_kind:
-        owner = method_for_kind(config.kind)
+        owner = method_for_kind(config.kind, name)
         hint = f"; denoise with method {owner.name!r}" if owner else ""
         raise ValueError(f"model {name!r} is an {config.kind} network, not one of method {method!r}{hint}")
     if config.spatial_dims > spatial_dims:

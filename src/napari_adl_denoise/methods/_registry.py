@@ -113,9 +113,13 @@ def list_methods() -> list[str]:
     return sorted(_REGISTRY, key=lambda n: (n != PRIMARY, not _REGISTRY[n].learned, n))
 
 
-def method_for_kind(kind: str) -> Method | None:
-    """The learned method that runs networks of this ``kind``, if one is registered."""
-    return next((m for m in _REGISTRY.values() if m.model_kind == kind), None)
+def method_for_kind(kind: str, model: str | None = None) -> Method | None:
+    """The learned method that runs networks of this ``kind``, if one is registered; with a
+    ``model`` name, the method whose default that model is comes first (two methods can share a
+    family: IDResNet and IDGAN)."""
+    runners = [m for m in _REGISTRY.values() if m.model_kind == kind]
+    owner = [m for m in runners if model in m.default_models.values()]
+    return next(iter(owner + runners), None)
 
 
 def get_method(name: str) -> Method:

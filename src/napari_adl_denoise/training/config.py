@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..models import DenoiserConfig, DiscriminatorConfig, EfficientUnetConfig
+from ..models import AnyDiscriminatorConfig, DenoiserConfig, DiscriminatorConfig, EfficientUnetConfig
 from ..noise import NoiseKind
 
 __all__ = [
@@ -148,8 +148,17 @@ class LossConfig(_Strict):
     adversarial_ramp: float = Field(0.0, ge=0)
     lp: float = Field(0.0, ge=0)
     stage: float = Field(0.0, ge=0)
+    content: float = Field(0.0, ge=0)
+    feature_net: str | None = None
+    gan: Literal["hinge", "log"] = "hinge"
     atw_levels: int = Field(4, ge=1, le=8)
     histogram_bins: int = Field(64, ge=4, le=1024)
+
+    @model_validator(mode="after")
+    def _feature_net_for_content(self) -> LossConfig:
+        if self.content and not self.feature_net:
+            raise ValueError("loss.content needs loss.feature_net (a VGG19 file or a substitute model)")
+        return self
 
 
 class TrainingConfig(_Strict):
@@ -158,7 +167,7 @@ class TrainingConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     model: DenoiserConfig = EfficientUnetConfig()
-    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    discriminator: AnyDiscriminatorConfig = DiscriminatorConfig()
     data: DataConfig
     noise: list[NoiseSpec] = Field(default_factory=lambda: [NoiseSpec()], min_length=1)
     optim: OptimConfig = OptimConfig()
@@ -175,6 +184,9 @@ class TrainingConfig(_Strict):
     amp: bool = True
     """Mixed precision on CUDA (bf16 where supported); ignored on CPU."""
     weights_dtype: Literal["float32", "float16"] = "float16"
+    keep: Literal["best", "last"] = "best"
+    """Which validated weights the run's model file holds: the best by validation PSNR, or the
+    latest (for a loss that trades PSNR for something else, like IDGAN's detail loss)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:

@@ -33,10 +33,11 @@ from .._device import resolve_device
 from .._files import atomic_path
 from ..metrics import psnr as psnr_metric
 from ..metrics import ssim as ssim_metric
-from ..models import EfficientUnetDiscriminator, build_model
+from ..models import build_discriminator, build_model
 from ..weights import save_model
 from .config import TrainingConfig
 from .data import Batch, PatchSampler, load_images
+from .features import content_loss, load_feature_network
 from .losses import adversarial_loss, denoiser_loss, discriminator_loss
 from .surgery import inflate_weights
 
@@ -153,7 +154,14 @@ class _Trainer:
         self.model_path = self.out / f"{config.name}.safetensors"
         torch.manual_seed(config.seed)
         self.generator = build_model(config.model).to(self.device)
-        self.discriminator = EfficientUnetDiscriminator(config.discriminator).to(self.device)
+        self.discriminator = build_discriminator(config.discriminator).to(self.device)
+        self.features = (  # the content loss's frozen feature network (IDGAN), checked up front
+            load_feature_network(
+                config.loss.feature_net, config.model.in_channels, config.model.spatial_dims
+            ).to(self.device)
+            if config.loss.content
+            else None
+        )
         o = config.optim
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=o.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=o.discriminator_lr, betas=o.betas)
@@ -229,11 +237,15 @@ class _Trainer:
             stage = self.generator.stage_loss(source, batch.target)
             loss = loss + w.stage * stage
             parts["stage"] = float(stage.detach())
+        if self.features is not None and phase != "clean":
+            content = content_loss(self.features, outputs[0], batch.target)
+            loss = loss + w.content * content
+            parts["content"] = float(content.detach())
         if phase == "adversarial" and w.adversarial:
             self.discriminator.requires_grad_(False)
             with _autocast(self.device, self.config.amp), _frozen_norm_statistics(self.discriminator):
                 fake_maps = self.discriminator(outputs[0])  # the fake is G(y), and G gets the gradient
-            adv = adversarial_loss(tuple(m.float() for m in fake_maps))
+            adv = adversarial_loss(tuple(m.float() for m in fake_maps), w.gan)
             self.discriminator.requires_grad_(True)
             phases = self.config.phases
             ramp = 1 + w.adversarial_ramp * (self.state.step - phases.adversarial_start) / phases.adversarial
@@ -255,7 +267,9 @@ class _Trainer:
         with _autocast(self.device, self.config.amp):
             maps = self.d_train(torch.cat([batch.target, fake]))  # one pass: DDP allows one forward
         maps = tuple(m.float() for m in maps)
-        loss = discriminator_loss(tuple(m[:n] for m in maps), tuple(m[n:] for m in maps))
+        loss = discriminator_loss(
+            tuple(m[:n] for m in maps), tuple(m[n:] for m in maps), self.config.loss.gan
+        )
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
@@ -314,8 +328,10 @@ class _Trainer:
         if self.dist.rank != 0:
             return
         self.state.history.append({"step": self.state.step, "phase": phase, **validation})
-        if validation["psnr"] > self.state.best_psnr:
+        best = validation["psnr"] > self.state.best_psnr
+        if best:
             self.state.best_psnr = validation["psnr"]
+        if best or self.config.keep == "last":
             dtype = getattr(torch, self.config.weights_dtype)
             save_model(self.generator, self.model_path, self._card(validation), dtype=dtype)
 

@@ -133,19 +133,31 @@ def denoiser_loss(
 
 
 def discriminator_loss(
-    real_maps: tuple[torch.Tensor, ...], fake_maps: tuple[torch.Tensor, ...]
+    real_maps: tuple[torch.Tensor, ...], fake_maps: tuple[torch.Tensor, ...], form: str = "hinge"
 ) -> torch.Tensor:
-    """Per-pixel hinge loss (eq. 6-8) summed over the bridge map and the three decoder maps:
-    ``mean relu(1 - D(x)) + mean relu(1 + D(G(y)))`` for each map."""
-    return sum(
-        (
+    """The discriminator's loss on its maps of raw logits, summed over the maps.
+
+    ``"hinge"``: ADL's per-pixel hinge loss (eq. 6-8) over the bridge map and the three decoder
+    maps, ``mean relu(1 - D(x)) + mean relu(1 + D(G(y)))`` for each. ``"log"``: the original
+    GAN's ``-log sigmoid(D(x)) - log(1 - sigmoid(D(G(y))))`` (IDGAN's eq. 2), written with
+    softplus for stability.
+    """
+    if form == "log":
+        terms = (
+            F.softplus(-real).mean() + F.softplus(fake).mean()
+            for real, fake in zip(real_maps, fake_maps, strict=True)
+        )
+    else:
+        terms = (
             F.relu(1 - real).mean() + F.relu(1 + fake).mean()
             for real, fake in zip(real_maps, fake_maps, strict=True)
-        ),
-        real_maps[0].new_zeros(()),
-    )
+        )
+    return sum(terms, real_maps[0].new_zeros(()))
 
 
-def adversarial_loss(fake_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The denoiser's adversarial term, ``-mean D(G(y))`` summed over the four maps (hinge GAN)."""
+def adversarial_loss(fake_maps: tuple[torch.Tensor, ...], form: str = "hinge") -> torch.Tensor:
+    """The denoiser's adversarial term summed over the maps: ``-mean D(G(y))`` (hinge GAN) or
+    ``-log sigmoid(D(G(y)))`` (``"log"``, IDGAN's eq. 6, the non-saturating form)."""
+    if form == "log":
+        return sum((F.softplus(-fake).mean() for fake in fake_maps), fake_maps[0].new_zeros(()))
     return sum((-fake.mean() for fake in fake_maps), fake_maps[0].new_zeros(()))
