@@ -3,7 +3,6 @@ the detail loss's three terms, the content loss's feature networks and the two m
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +165,34 @@ def test_phase_two_starts_from_phase_one_and_trains_with_the_detail_loss(phase_o
     assert any(not torch.equal(after[k], v) for k, v in saved.items())
 
 
+@pytest.mark.parametrize("term", ["mse", "content", "adversarial"])
+def test_each_term_alone_moves_the_generator_in_a_training_step(phase_one, substitute, tmp_path, term):
+    weights = {"mse": 0, "content": 0, "adversarial": 0} | {term: 1.0}
+    run = config(
+        tmp_path / term,
+        init=str(phase_one),
+        keep="last",
+        loss={**weights, "feature_net": str(substitute), "gan": "log"},
+        phases={"denoiser_warmup": 0, "adversarial": 1},
+        validate_every=1,
+    )
+    records, path = drain(train(run, device="cpu", images=RGB))
+    assert records[-1].losses[term] > 0
+    before, after = load_file(str(phase_one)), load_file(str(path))
+    assert any(not torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_idgan_never_falls_back_to_idresnet_weights(monkeypatch):
+    from napari_adl_denoise.methods import _learned
+
+    assert adl.methods.default_model_info(2, 3, method="idgan").name == "idgan-2d-rgb"
+    without = [m for m in _learned.list_models(user=False) if m.name != "idgan-2d-rgb"]
+    monkeypatch.setattr(_learned, "list_models", lambda user=True: without)
+    with pytest.raises(adl.methods.NoModelError, match="no 'idgan' model for 2D RGB"):
+        adl.methods.default_model_info(2, 3, method="idgan")
+    assert adl.methods.default_model_info(2, 3, method="idresnet").name == "idresnet-2d-rgb"
+
+
 def _vgg_state(prefix: str = "features.") -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     state = {}
@@ -178,14 +205,17 @@ def _vgg_state(prefix: str = "features.") -> dict[str, torch.Tensor]:
     return state
 
 
-def test_a_user_vgg19_file_loads_safely_and_a_malformed_one_gets_one_line(tmp_path):
+def test_a_user_vgg19_file_loads_safely_and_a_malformed_one_gets_one_line(tmp_path, capsys):
     state = _vgg_state()
     save_file(state, str(tmp_path / "vgg19.safetensors"))
     torch.save(state, tmp_path / "vgg19.pth")
+    # torchvision's own vgg19-dcbb9e9d.pth predates PyTorch's zip format
+    torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     image = torch.rand(1, 3, 48, 64)
-    outs = [load_feature_network(tmp_path / name, 3)(image) for name in ("vgg19.safetensors", "vgg19.pth")]
+    names = ("vgg19.safetensors", "vgg19.pth", "legacy.pth")
+    outs = [load_feature_network(tmp_path / name, 3)(image) for name in names]
     assert outs[0].shape == (1, 512, 3, 4)  # phi_5,4: after conv5_4, four poolings
-    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], outs[1]), torch.testing.assert_close(outs[0], outs[2])
     gray = load_feature_network(tmp_path / "vgg19.pth", 1)
     torch.testing.assert_close(gray(image[:, :1]), gray(image[:, :1].expand(-1, 3, -1, -1)))
 
@@ -197,28 +227,35 @@ def test_a_user_vgg19_file_loads_safely_and_a_malformed_one_gets_one_line(tmp_pa
         "missing.safetensors": {k: v for k, v in state.items() if not k.startswith("features.34")},
         "shape.pth": {**state, "features.0.weight": torch.zeros(64, 3, 5, 5)},
         "ints.pth": {**state, "features.2.bias": torch.zeros(64, dtype=torch.int32)},
+        "ints.safetensors": {**state, "features.2.bias": torch.zeros(64, dtype=torch.int32)},
         "nan.pth": {**state, "features.5.bias": torch.full((128,), float("nan"))},
     }
     messages = {
         "missing.safetensors": "no features.34.weight",
         "shape.pth": "features.0.weight has shape",
-        "ints.pth": "not floating point",
+        "ints.pth": "features.2.bias is torch.int32, not floating point",
+        "ints.safetensors": "features.2.bias is I32, not floating point",
         "nan.pth": "NaN",
-        "evil.pth": "without running code",
+        "evil.pth": "refused by the safe loader.*Unsupported global: GLOBAL print",
         "truncated.safetensors": "not a readable safetensors file",
         "list.pth": "not a state dict",
+        "garbage.pth": "refused by the safe loader",
+        "truncated.pth": "not a PyTorch weights file",
     }
     for name, tensors in broken.items():
         (save_file if name.endswith(".safetensors") else lambda t, p: torch.save(t, p))(
             tensors, str(tmp_path / name)
         )
-    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"features.0.weight": Payload()}))
+    torch.save({"features.0.weight": Payload()}, tmp_path / "evil.pth")  # zip format: the unpickler decides
     (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "vgg19.safetensors").read_bytes()[:5000])
     torch.save([1, 2], tmp_path / "list.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"\x80\x02 not really a pickle")
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "vgg19.pth").read_bytes()[:5000])
     for name, message in messages.items():
         with pytest.raises(ValueError, match=message) as error:
             load_feature_network(tmp_path / name, 3)
         assert "\n" not in str(error.value) and name in str(error.value)
+    assert "this must never run" not in capsys.readouterr().out
     with pytest.raises(ValueError, match="VGG19 features are 2D"):
         load_feature_network(tmp_path / "vgg19.pth", 1, spatial_dims=3)
     with pytest.raises(FileNotFoundError, match="no such feature network file"):

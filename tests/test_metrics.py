@@ -147,3 +147,25 @@ def test_residual_statistics():
     clean = rng.random((17, 33))
     stats = metrics.residual_statistics(clean + 1, clean)
     assert stats == pytest.approx({"mean": 1, "std": 0, "min": 1, "max": 1})
+
+
+def test_detail_ratio_is_one_for_the_same_detail_below_when_smoothed_above_with_noise():
+    from scipy.ndimage import gaussian_filter
+
+    from napari_adl_denoise.metrics import detail_ratio
+
+    clean = data.camera()[100:300, 150:350].astype(np.float64)
+    noisy = clean + np.random.default_rng(0).normal(0, 20, clean.shape)
+    assert detail_ratio(clean, clean) == 1.0
+    assert detail_ratio(clean, 2 * clean + 7) == pytest.approx(2.0)  # scale, not offset
+    assert detail_ratio(clean, gaussian_filter(clean, 2)) < 0.6 < 1.5 < detail_ratio(clean, noisy)
+    rgb = data.astronaut()[:64, :80].astype(np.float64)
+    smoothed = gaussian_filter(rgb, (2, 2, 0))
+    assert detail_ratio(rgb, smoothed, channel_axis=-1) == pytest.approx(
+        detail_ratio(np.moveaxis(rgb, -1, 0), np.moveaxis(smoothed, -1, 0), channel_axis=0)
+    )
+    assert detail_ratio(rgb, smoothed, channel_axis=-1) < 1
+    with pytest.raises(ValueError, match="reference is constant"):
+        detail_ratio(np.ones((8, 8)), clean[:8, :8])
+    with pytest.raises(ValueError, match="at least 3 pixels"):
+        detail_ratio(clean[:2], clean[:2])

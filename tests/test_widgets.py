@@ -236,6 +236,9 @@ def test_idgan_runs_on_a_colour_layer_and_lists_both_generators(viewer, qtbot):
     widget.method.value = "idgan"
     assert list(widget.model.choices) == [ui.AUTO_MODEL, "idgan-2d-rgb", "idresnet-2d-rgb", ui.MODEL_FILE]
     assert "residual blocks" in widget.memory.value
+    widget.image.value = noisy_image(viewer)  # gray: said before Run
+    assert widget.memory.value == "no bundled idgan model for 2D gray data: choose a model file"
+    widget.image.value = photo
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
     result = viewer.layers[-1]
     assert result.name == "photo [idgan]" and result.rgb

@@ -100,7 +100,7 @@ def network(card: dict) -> str:
             f"convolutions, PReLU, output {cfg['output_activation']} on the [-1, 1] scale, "
             f"noise-predicting: {cfg['image_residual']}"
         )
-        if card["training_config"]["phases"]["adversarial"]:
+        if card["training_config"]["phases"]["adversarial"] and disc.get("kind") == "srgan_discriminator":
             line += (
                 f"; trained against an SRGAN discriminator (filter base {disc['filter_base']}, dense "
                 f"{disc['dense']})"

@@ -208,10 +208,11 @@ class DenoiseWidget(JobDock):
                 tile_shape=self.tile.value or None,
                 overlap=self.overlap.value,
             )
-        except ValueError as exc:  # NoModelError is a LookupError: the run reports it
+        except ValueError as exc:
             return str(exc)
-        except NoModelError:
-            return ""
+        except NoModelError:  # said before Run: this method has no bundled model for such data
+            kind = f"{sd}D {'RGB' if layer.rgb else 'gray'}"
+            return f"no bundled {self.method.value} model for {kind} data: choose a model file"
         return job.describe()
 
     # -- actions -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from .._device import autocast, resolve_device
 from .._tiling import axis_starts, iter_tiles, round_up
 from ..models import Denoiser
 from ..weights import LoadedModel, ModelInfo, list_models, load_model, model_info
-from ._registry import MethodContext, get_method, method_for_kind, register_method
+from ._registry import MethodContext, get_method, list_methods, method_for_kind, register_method
 
 __all__ = [
     "NoModelError",
@@ -99,10 +99,16 @@ def default_model_info(
 ) -> ModelInfo:
     """The method's bundled model for this kind of data (RGB for 3 channels, else gray),
     unloaded: its ``default_models`` choice, else any bundled network of its kind and the data's
-    dimensions. With ``same_dims`` (fine-tuning), a network of the data's own dimensions only."""
+    dimensions that is not another method's default (IDGAN never falls back to IDResNet's
+    weights). With ``same_dims`` (fine-tuning), a network of the data's own dimensions only."""
     chosen = get_method(method)
     wanted = 3 if channels == 3 else 1
-    bundled = {m.name: m for m in list_models(user=False) if m.config.kind == chosen.model_kind}
+    others = {n for m in list_methods() if m != method for n in get_method(m).default_models.values()}
+    bundled = {
+        m.name: m
+        for m in list_models(user=False)
+        if m.config.kind == chosen.model_kind and m.name not in others - set(chosen.default_models.values())
+    }
     preferred = bundled.get(chosen.default_models.get((spatial_dims, wanted), ""))
     if preferred is not None and not (same_dims and preferred.config.spatial_dims != spatial_dims):
         return preferred

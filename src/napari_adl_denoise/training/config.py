@@ -136,8 +136,17 @@ class LossConfig(_Strict):
     (:meth:`~napari_adl_denoise.models.Denoiser.regulariser`) outside the clean-to-clean phase;
     ``stage`` weighs the network's own intermediate objective
     (:meth:`~napari_adl_denoise.models.Denoiser.stage_loss`: the noise-attention network's
-    stage-I noise MSE); ``adversarial_ramp`` (s) scales the adversarial weight by ``1 + s * t / T`` over the
-    adversarial phase's ``T`` steps (that paper's eq. 7, s = 0.99).
+    stage-I noise MSE); ``adversarial_ramp`` (s) scales the adversarial weight by
+    ``1 + s * t / T`` over the adversarial phase's ``T`` steps (that paper's eq. 7, s = 0.99).
+    ``mse`` is also IDResNet's loss.
+
+    ``gan`` is the adversarial loss's form: ADL's per-pixel ``"hinge"``, or the original GAN's
+    ``"log"`` loss (IDGAN's eq. 2 and 6: ``-log D(x) - log(1 - D(G(y)))`` for the
+    discriminator, ``-log D(G(y))`` for the denoiser). ``content`` weighs IDGAN's content loss
+    (eq. 7), the mean squared distance between the feature maps of ``feature_net`` (a VGG19
+    weights file, or a denoiser model whose encoder substitutes for it; see
+    :func:`~napari_adl_denoise.training.load_feature_network`) of the denoised and the clean
+    image, in every phase but clean-to-clean.
     """
 
     l1: float = Field(1.0, ge=0)
@@ -186,7 +195,8 @@ class TrainingConfig(_Strict):
     weights_dtype: Literal["float32", "float16"] = "float16"
     keep: Literal["best", "last"] = "best"
     """Which validated weights the run's model file holds: the best by validation PSNR, or the
-    latest (for a loss that trades PSNR for something else, like IDGAN's detail loss)."""
+    latest (for a loss that trades PSNR for something else, like IDGAN's detail loss; the
+    learning rates then stay as set, since the plateau schedule follows PSNR)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:

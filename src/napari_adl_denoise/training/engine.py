@@ -5,7 +5,8 @@ warms up against the denoiser's outputs, then both train alternately, the denois
 adversarial term. Any :class:`~napari_adl_denoise.models.Denoiser` trains here; the adaptive
 CNN's clean-to-clean phase comes first when asked for (``phases.clean_to_clean``). Validation
 PSNR (on fixed noisy patches) drives ReduceLROnPlateau in "max" mode and picks the best weights,
-which are kept in the core weights format at all times.
+which are kept in the core weights format at all times (with ``keep: last``, for IDGAN's detail
+loss, the latest validated weights instead, at constant learning rates).
 
 Run under ``torchrun --nproc_per_node=K`` the same entry point trains with
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs); ``batch_size`` is per process.
@@ -324,7 +325,8 @@ class _Trainer:
 
     # -- persistence ---------------------------------------------------------------------------
     def _keep_if_best(self, phase: str, validation: dict[str, float] | None) -> None:
-        """Record the scores (rank 0) and save the denoiser if it is the best so far."""
+        """Record the scores (rank 0) and save the denoiser if it is the best so far (with
+        ``keep: last``, always)."""
         if self.dist.rank != 0:
             return
         self.state.history.append({"step": self.state.step, "phase": phase, **validation})
@@ -364,6 +366,7 @@ class _Trainer:
             "format": "napari-adl-denoise-checkpoint/1",
             "package_version": __version__,
             "model_config": self.config.model.model_dump(mode="json"),
+            "discriminator_config": self.config.discriminator.model_dump(mode="json"),
             "world_size": self.dist.world,
             "step": self.state.step,
             "best_psnr": self.state.best_psnr,
@@ -387,6 +390,11 @@ class _Trainer:
         if payload.get("model_config") != self.config.model.model_dump(mode="json"):
             raise ValueError(
                 f"{path} was trained with another model config; it cannot be resumed with this one"
+            )
+        saved = payload.get("discriminator_config")  # absent in checkpoints before IDGAN
+        if saved is not None and saved != self.config.discriminator.model_dump(mode="json"):
+            raise ValueError(
+                f"{path} was trained with another discriminator config; it cannot be resumed with this one"
             )
         if payload["world_size"] != self.dist.world:
             raise ValueError(
@@ -434,8 +442,9 @@ class _Trainer:
                             self.state.history.append({"step": step, "phase": phase, **validation})
                     else:
                         psnr = self.dist.broadcast(validation["psnr"] if validation else 0.0)
-                        self.sched_g.step(psnr)
-                        self.sched_d.step(psnr)
+                        if c.keep == "best":  # PSNR is the objective: cut the rates on its plateaus
+                            self.sched_g.step(psnr)
+                            self.sched_d.step(psnr)
                         self._keep_if_best(phase, validation)
                 self.state.elapsed += time.perf_counter() - start
                 if step % c.checkpoint_every == 0 or step == total:
@@ -475,7 +484,8 @@ def train(
     config : TrainingConfig
         The run; its ``output`` folder receives ``checkpoint.pt`` (resume state, written
         atomically every ``checkpoint_every`` steps and when stopped) and ``<name>.safetensors``
-        (the best denoiser by validation PSNR so far, in the core weights format).
+        (the best denoiser by validation PSNR so far, or the latest with ``keep: last``, in the
+        core weights format).
     resume : bool
         Continue from ``checkpoint.pt``: the weights, optimisers, schedulers and random state
         are restored, so the run continues exactly as if it had not stopped.
@@ -489,7 +499,7 @@ def train(
     Returns
     -------
     pathlib.Path
-        The best model file (the generator's return value).
+        The model file (the generator's return value).
 
     Examples
     --------

@@ -5,18 +5,23 @@ pooling) of the denoised and the clean image. VGG19's ImageNet weights cannot be
 run time, so :func:`load_feature_network` takes either
 
 * a **VGG19 weights file** the user provides: a ``.safetensors`` file or a torchvision ``.pth``
-  (loaded with ``weights_only=True``, so a file cannot run code), with torchvision's
+  (loaded with ``weights_only=True``, so a file cannot run code; zip-format files memory-mapped,
+  the legacy format torchvision's own VGG19 file uses read whole), with torchvision's
   ``features.<i>.weight`` / ``features.<i>.bias`` names (the classifier's weights are ignored).
-  Each tensor's name, shape and dtype is checked before anything is allocated. Images go in as
-  torchvision's VGG expects: [0, 1] RGB normalised by the ImageNet mean and deviation, gray
-  repeated to three channels; or
+  In a safetensors file each tensor's name, shape and dtype is checked before it is read. Images
+  go in as torchvision's VGG expects: [0, 1] RGB normalised by the ImageNet mean and deviation,
+  gray repeated to three channels; or
 * the **substitute**: a denoiser we already have, by model name or file, whose Efficient-Unet
   encoder (input block, two strided blocks and the bridge, 1/8 scale) gives the features. The
   bundled ADL models were trained on natural and medical images; their bridge maps are the
   deepest features we own. They read the plugin's [0, 1] intensities directly.
 
 Either network is frozen and in eval mode; the content loss sends its gradient through it to the
-denoiser only.
+denoiser only. The loss is the mean over every feature value (channels too), as SRGAN's
+implementation, for which the paper's weight 0.0061 (SRGAN's 1/12.75^2) was set; that weight
+assumed VGG features of 0-255 Caffe-style inputs. Features of other networks, or of torchvision's
+standardised inputs, have another scale: weigh the content term so that it starts at the scale
+of the [-1, 1] MSE, the rule behind SRGAN's factor (the recipes say what they measured).
 """
 
 from __future__ import annotations
@@ -96,19 +101,29 @@ def _read_vgg19(path: Path) -> dict[str, torch.Tensor]:
                     k: tuple(f.get_slice(prefix + k).get_shape()) for k in expected if prefix + k in keys
                 }
                 _check_shapes(path, expected, shapes)
+                for key in expected:
+                    dtype = f.get_slice(prefix + key).get_dtype()
+                    if dtype not in ("F16", "BF16", "F32", "F64"):
+                        raise ValueError(f"{path}: features.{key} is {dtype}, not floating point")
                 tensors = {k: f.get_tensor(prefix + k) for k in expected}
         except SafetensorError as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
     else:
         import pickle
+        import zipfile
 
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        try:  # zip-format files are memory-mapped; the legacy format is read whole
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except pickle.UnpicklingError as exc:
+            _, _, detail = str(exc).partition("WeightsUnpickler error:")
+            lines = [line.strip() for line in (detail or str(exc)).splitlines() if line.strip()]
+            reason = lines[0][:100] if lines else type(exc).__name__
             raise ValueError(
-                f"{path}: not a torchvision weights file that loads without running code ({first})"
+                f"{path}: refused by the safe loader, which runs no code from files ({reason})"
             ) from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path}: not a PyTorch weights file ({first[:120]})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: holds a {type(loaded).__name__}, not a state dict of VGG19 weights")
         prefix = "features." if any(str(k).startswith("features.") for k in loaded) else ""
@@ -121,9 +136,9 @@ def _read_vgg19(path: Path) -> dict[str, torch.Tensor]:
         tensors = {k: loaded[prefix + k] for k in expected}
     for key, tensor in tensors.items():
         if not tensor.is_floating_point():
-            raise ValueError(f"{path}: {key} is {tensor.dtype}, not floating point")
+            raise ValueError(f"{path}: features.{key} is {tensor.dtype}, not floating point")
         if not torch.isfinite(tensor).all():
-            raise ValueError(f"{path}: {key} holds NaN or infinite values")
+            raise ValueError(f"{path}: features.{key} holds NaN or infinite values")
     return {k: v.float() for k, v in tensors.items()}
 
 

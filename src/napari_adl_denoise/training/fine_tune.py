@@ -206,9 +206,11 @@ def _hold_out(array: np.ndarray, spatial_dims: int, channels: int) -> tuple[np.n
 
 def _loss(card: dict) -> LossConfig:
     """The starting model's own data terms (its card's recipe; L1 + ATW when it has none),
-    without the histogram and adversarial terms: a short run adapts, it does not re-train."""
+    without the histogram, adversarial and content terms (IDGAN's feature network may be a file
+    of the machine that trained it): a short run adapts, it does not re-train."""
     trained = card.get("training_config", {}).get("loss", {})
+    off = {"histogram": 0, "adversarial": 0, "adversarial_ramp": 0, "content": 0, "feature_net": None}
     try:
-        return LossConfig.model_validate({**trained, "histogram": 0, "adversarial": 0, "adversarial_ramp": 0})
+        return LossConfig.model_validate({**trained, **off})
     except ValueError:  # a card from another version: the default terms
         return LossConfig(histogram=0, adversarial=0)
