@@ -16,7 +16,9 @@ is seed 002's evaluation: Gaussian and speckle noise at sigma 25 and 50 (speckle
 PSNR, SSIM, VIFP and MSE (on the 0-255 scale of each image's range). The "2D RGB" set adds the
 detail ratio (:func:`napari_adl_denoise.metrics.detail_ratio`: mean gradient magnitude of the
 result over the clean image's; 1 = as much detail, below = smoothed, above = noise or
-artefacts), the measure behind seed 003's claim that IDGAN trades PSNR for detail. Each method runs in a
+artefacts) and GMSD (gradient magnitude similarity deviation: 0 = the clean image's edges and
+texture at their strength, higher = lost or false ones), the measures behind seed 003's claim
+that IDGAN trades PSNR for detail. Each method runs in a
 fresh process so its peak memory is its own. Prints a Markdown report and writes it to ``--output``.
 
     python benchmarks/bench_quality.py --speed --output benchmarks/quality-cpu.md
@@ -78,7 +80,7 @@ SETS = {
         "spatial_dims": 2,
         "channels": 3,
         "classical": "bm3d",
-        "metrics": ["psnr", "ssim", "detail"],
+        "metrics": ["psnr", "ssim", "detail", "gmsd"],
     },
     "3D": {"folder": "3d/val", "spatial_dims": 3, "channels": 1, "classical": "bm4d"},
 }
@@ -181,6 +183,7 @@ def _scores(clean: np.ndarray, result: np.ndarray, spec: dict) -> dict[str, floa
         "mse": lambda: metrics.mse(clean * (255 / span), result * (255 / span)),
         "delta_e": lambda: metrics.delta_e(clean, result),
         "detail": lambda: metrics.detail_ratio(clean, result, **colour),
+        "gmsd": lambda: metrics.gmsd(clean, result, **colour),
     }
     return {name: compute[name]() for name in spec.get("metrics", METRICS)}
 
@@ -243,7 +246,8 @@ def methods_for(
 
 
 _FORMATS = {"psnr": ("PSNR", ".2f"), "ssim": ("SSIM", ".3f"), "vifp": ("VIFP", ".3f"),
-            "mse": ("MSE", ".1f"), "delta_e": ("DeltaE", ".2f"), "detail": ("detail", ".2f")}  # fmt: skip
+            "mse": ("MSE", ".1f"), "delta_e": ("DeltaE", ".2f"), "detail": ("detail", ".2f"),
+            "gmsd": ("GMSD", ".3f")}  # fmt: skip
 
 
 def quality_table(name: str, results: dict, labels: list[str], names: list[str]) -> list[str]:

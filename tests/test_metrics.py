@@ -169,3 +169,22 @@ def test_detail_ratio_is_one_for_the_same_detail_below_when_smoothed_above_with_
         detail_ratio(np.ones((8, 8)), clean[:8, :8])
     with pytest.raises(ValueError, match="at least 3 pixels"):
         detail_ratio(clean[:2], clean[:2])
+
+
+def test_gmsd_is_zero_for_the_same_image_and_grows_with_lost_or_false_detail():
+    from scipy.ndimage import gaussian_filter
+
+    from napari_adl_denoise.metrics import gmsd
+
+    clean = data.camera().astype(np.float64)
+    assert gmsd(clean, clean) == 0.0
+    assert gmsd(clean, gaussian_filter(clean, 1)) < gmsd(clean, gaussian_filter(clean, 2))
+    assert gmsd(clean, clean + np.random.default_rng(0).normal(0, 25, clean.shape)) > 0.15
+    rgb = data.astronaut().astype(np.float64)
+    luminance = rgb @ np.array([0.299, 0.587, 0.114])
+    blurred = gaussian_filter(rgb, (1.5, 1.5, 0))
+    assert gmsd(rgb, blurred, channel_axis=-1) == pytest.approx(
+        gmsd(luminance, blurred @ np.array([0.299, 0.587, 0.114]), data_range=np.ptp(rgb))
+    )
+    with pytest.raises(ValueError, match="2D images"):
+        gmsd(np.ones((4, 8, 8)), np.ones((4, 8, 8)), data_range=1)

@@ -14,6 +14,7 @@ __all__ = [
     "compare",
     "delta_e",
     "detail_ratio",
+    "gmsd",
     "line_profile",
     "mse",
     "psnr",
@@ -206,6 +207,44 @@ def detail_ratio(reference: npt.ArrayLike, test: npt.ArrayLike, channel_axis: in
     if base == 0:
         raise ValueError("reference is constant: it has no detail to compare with")
     return magnitude(tst) / base
+
+
+def gmsd(
+    reference: npt.ArrayLike,
+    test: npt.ArrayLike,
+    data_range: float | None = None,
+    channel_axis: int | None = None,
+) -> float:
+    """Gradient magnitude similarity deviation (Xue et al. 2014) of a 2D image: 0 when every
+    edge and texture of ``reference`` is in ``test`` with its strength, larger as they are lost
+    or false ones appear. Beside :func:`detail_ratio` (how much detail), it says whether the
+    detail is the reference's.
+
+    The published form: intensities rescaled so that ``data_range`` spans 255, colour to
+    luminance (ITU-R BT.601 weights), 2x2 average downsampling, 3x3 Prewitt gradients, the
+    per-pixel similarity ``(2 m_r m_t + c) / (m_r^2 + m_t^2 + c)`` with ``c = 170``, and the
+    standard deviation of that map.
+    """
+    from scipy.ndimage import convolve, uniform_filter
+
+    ref, tst = _pair(reference, test)
+    gain = 255.0 / _data_range(ref, data_range)
+    if channel_axis is not None:
+        weights = np.array([0.299, 0.587, 0.114])
+        if ref.shape[channel_axis] != 3:
+            raise ValueError(f"gmsd needs 3 colour channels on channel_axis, got {ref.shape[channel_axis]}")
+        ref, tst = (np.tensordot(np.moveaxis(a, channel_axis, -1), weights, axes=1) for a in (ref, tst))
+    if ref.ndim != 2 or min(ref.shape) < 4:
+        raise ValueError(f"gmsd takes 2D images of at least 4x4 pixels, got shape {ref.shape}")
+    prewitt = np.array([[1, 0, -1]] * 3) / 3.0
+
+    def magnitude(a: np.ndarray) -> np.ndarray:
+        a = uniform_filter(a * gain, 2, mode="reflect")[::2, ::2]
+        return np.hypot(convolve(a, prewitt, mode="reflect"), convolve(a, prewitt.T, mode="reflect"))
+
+    m_r, m_t = magnitude(ref), magnitude(tst)
+    similarity = (2 * m_r * m_t + 170.0) / (m_r**2 + m_t**2 + 170.0)
+    return float(similarity.std())
 
 
 def _items(
