@@ -144,7 +144,7 @@ def test_the_adversarial_phase_starts_at_its_own_rate_and_ramps_its_weight(image
     records, _ = drain(train(cfg, device="cpu"))
     assert [r.lr for r in records] == [1e-5] * 4
     # eq. 7 with an adversarial term of exactly 1: the step's loss is MSE + lp + 1 + s t / T
-    monkeypatch.setattr(engine, "adversarial_loss", lambda maps: maps[0].sum() * 0 + 1)
+    monkeypatch.setattr(engine, "adversarial_loss", lambda maps, form: maps[0].sum() * 0 + 1)
     cfg = cfg.model_copy(update={"output": str(tmp_path / "ramp-steps")})
     cfg.loss.adversarial = 1.0
     trainer = _Trainer(cfg, resume=False, device="cpu")

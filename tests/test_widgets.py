@@ -239,7 +239,7 @@ def test_idgan_runs_on_a_colour_layer_and_lists_both_generators(viewer, qtbot):
     widget.image.value = noisy_image(viewer)  # gray: said before Run
     assert widget.memory.value == "no bundled idgan model for 2D gray data: choose a model file"
     widget.image.value = photo
-    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 3)
     result = viewer.layers[-1]
     assert result.name == "photo [idgan]" and result.rgb
     np.testing.assert_allclose(result.data, denoise(photo.data, "idgan"), atol=1e-3)
