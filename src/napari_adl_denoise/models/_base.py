@@ -8,7 +8,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
-__all__ = ["Denoiser", "DenoiserConfigBase"]
+__all__ = ["Denoiser", "DenoiserConfigBase", "check_input"]
+
+
+def check_input(x: torch.Tensor, spatial_dims: int, in_channels: int) -> None:
+    """One-line ValueError unless ``x`` is ``(N, in_channels, *spatial)`` with ``spatial_dims`` axes."""
+    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"expected input of shape (N, {in_channels}, {', '.join('*' * spatial_dims)}), "
+            f"got {tuple(x.shape)}"
+        )
 
 
 class DenoiserConfigBase(BaseModel):

@@ -38,7 +38,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from ._base import Denoiser, DenoiserConfigBase
+from ._base import Denoiser, DenoiserConfigBase, check_input
 from ._layers import conv
 
 __all__ = ["AdaptiveCnn", "AdaptiveCnnConfig"]
@@ -141,11 +141,7 @@ class AdaptiveCnn(Denoiser):
         self.reconstruction = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, multiscale: bool = False):
-        if x.ndim != self.config.spatial_dims + 2 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected input of shape (N, {self.config.in_channels}, "
-                f"{', '.join('*' * self.config.spatial_dims)}), got {tuple(x.shape)}"
-            )
+        check_input(x, self.config.spatial_dims, self.config.in_channels)
         features = torch.relu(torch.cat([branch(x) for branch in self.features], dim=1))
         features = self.dropout(features)
         if self.damping is not None and not self.bypass_damping:

@@ -26,7 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ._base import Denoiser
+from ._base import Denoiser, check_input
 from ._layers import Norm, ResidualBlock, UpBlock, conv, halving_blocks, norm
 
 __all__ = [
@@ -171,11 +171,7 @@ class _UnetBackbone(nn.Module):
 
 
 def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int) -> None:
-    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
-        raise ValueError(
-            f"expected input of shape (N, {in_channels}, {', '.join('*' * spatial_dims)}), "
-            f"got {tuple(x.shape)}"
-        )
+    check_input(x, spatial_dims, in_channels)
     if any(s % 8 for s in x.shape[2:]):
         raise ValueError(f"spatial sizes must be multiples of 8 (pad them), got {tuple(x.shape[2:])}")
 

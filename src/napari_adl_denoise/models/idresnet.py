@@ -41,7 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ._base import Denoiser, DenoiserConfigBase
+from ._base import Denoiser, DenoiserConfigBase, check_input
 from ._layers import conv, norm
 
 __all__ = ["IdResNet", "IdResNetConfig", "SrganDiscriminator", "SrganDiscriminatorConfig"]
@@ -132,11 +132,7 @@ class IdResNet(Denoiser):
         self.tail = conv(sd, f, config.out_channels, k, bias=True)
 
     def forward(self, x: torch.Tensor, multiscale: bool = False):
-        if x.ndim != self.config.spatial_dims + 2 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected input of shape (N, {self.config.in_channels}, "
-                f"{', '.join('*' * self.config.spatial_dims)}), got {tuple(x.shape)}"
-            )
+        check_input(x, self.config.spatial_dims, self.config.in_channels)
         features = self.head(x)
         signed = self.tail(features + self.trunk(self.blocks(features)))  # the [-1, 1] image
         if self.config.image_residual:
@@ -202,10 +198,6 @@ class SrganDiscriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        if x.ndim != self.config.spatial_dims + 2 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected input of shape (N, {self.config.in_channels}, "
-                f"{', '.join('*' * self.config.spatial_dims)}), got {tuple(x.shape)}"
-            )
+        check_input(x, self.config.spatial_dims, self.config.in_channels)
         pooled = self.features(x).flatten(2).mean(dim=2)
         return (self.classifier(pooled),)

@@ -48,7 +48,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import Denoiser, DenoiserConfigBase
+from ._base import Denoiser, DenoiserConfigBase, check_input
 from ._layers import conv
 
 __all__ = ["NoiseAttention", "NoiseAttentionConfig"]
@@ -211,11 +211,7 @@ class NoiseAttention(Denoiser):
 
     def forward(self, x: torch.Tensor, multiscale: bool = False):
         c = self.config
-        if x.ndim != c.spatial_dims + 2 or x.shape[1] != c.in_channels:
-            raise ValueError(
-                f"expected input of shape (N, {c.in_channels}, {', '.join('*' * c.spatial_dims)}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_input(x, c.spatial_dims, c.in_channels)
         estimate = self.estimate_noise(x)
         self.last_estimate = estimate if self.training and torch.is_grad_enabled() else None
         if self.stages == 1:
