@@ -184,6 +184,7 @@ def _scores(clean: np.ndarray, result: np.ndarray, spec: dict) -> dict[str, floa
         "delta_e": lambda: metrics.delta_e(clean, result),
         "detail": lambda: metrics.detail_ratio(clean, result, **colour),
         "gmsd": lambda: metrics.gmsd(clean, result, **colour),
+        "hist": lambda: metrics.histogram_distance(clean, result),
     }
     return {name: compute[name]() for name in spec.get("metrics", METRICS)}
 
@@ -242,12 +243,12 @@ def methods_for(
             rows.append((f"{label} (3 planes)", method, path))
         if info.get("real_noise") and config.spatial_dims == 2:
             rows.append((f"{label} + auto VST", f"{method}+auto", path))
-    return [r for r in rows if r[1] not in skip]
+    return [r for r in rows if r[1] not in skip and r[0].split(" ")[0] not in skip]
 
 
 _FORMATS = {"psnr": ("PSNR", ".2f"), "ssim": ("SSIM", ".3f"), "vifp": ("VIFP", ".3f"),
             "mse": ("MSE", ".1f"), "delta_e": ("DeltaE", ".2f"), "detail": ("detail", ".2f"),
-            "gmsd": ("GMSD", ".3f")}  # fmt: skip
+            "gmsd": ("GMSD", ".3f"), "hist": ("hist. distance", ".4f")}  # fmt: skip
 
 
 def quality_table(name: str, results: dict, labels: list[str], names: list[str]) -> list[str]:
@@ -296,7 +297,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=list(SETS))
     parser.add_argument("--sigmas", nargs="*", type=int, default=list(SIGMAS))
     parser.add_argument("--model", action="append", default=[], help="also evaluate this model file")
-    parser.add_argument("--skip", nargs="*", default=[], help="methods to leave out, e.g. bm4d")
+    parser.add_argument("--skip", nargs="*", default=[], help="methods or models to leave out, e.g. bm4d")
+    parser.add_argument("--metrics", nargs="*", choices=list(_FORMATS), help="instead of each set's metrics")
     parser.add_argument(
         "--speed", action="store_true", help="add timings on 512x512 (gray and RGB) and 128^3"
     )
@@ -325,7 +327,7 @@ def main() -> None:
         f"`{shlex.join(['python', 'benchmarks/bench_quality.py', *sys.argv[1:]])}`",
     ]
     for name in args.sets:
-        info = SETS[name]
+        info = SETS[name] | ({"metrics": args.metrics} if args.metrics else {})
         folder = args.data / info["folder"]
         if not folder.is_dir():
             print(f"skipping {name}: no {folder} (run training/assemble_data.py)", file=sys.stderr)

@@ -112,7 +112,7 @@ def test_a_plain_name_keeps_the_model_among_yours(base, user_models, capsys):
         ({"images": [np.zeros((32, 32)), np.zeros((32, 32, 3))]}, "mix kinds of data"),
         ({"images": [np.full((32, 32), np.nan)]}, "NaN"),
         ({"images": [np.zeros((4, 32, 32))], "channel_axis": 0}, "gray or RGB"),
-        ({"steps": 0}, "steps must be >= 1"),
+        ({"steps": 0}, "steps and max_minutes must be positive"),
         ({"model": "3d"}, "takes 3D data with 1 channel"),
         ({"validation": [np.zeros((40, 40, 40))]}, "laid out like the training images"),
     ],

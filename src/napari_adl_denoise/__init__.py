@@ -19,9 +19,12 @@ from .noise import NOISE_KINDS, NoiseModel, add_noise, estimate_noise, estimate_
 from .weights import (
     LoadedModel,
     ModelFileError,
+    delete_model,
+    export_model,
     list_models,
     load_model,
     model_info,
+    rename_model,
     save_model,
     user_models_dir,
 )
@@ -37,9 +40,11 @@ __all__ = [
     "__version__",
     "add_noise",
     "available_devices",
+    "delete_model",
     "denoise",
     "estimate_noise",
     "estimate_noise_model",
+    "export_model",
     "get_method",
     "iter_denoise",
     "list_methods",
@@ -49,6 +54,7 @@ __all__ = [
     "model_info",
     "plan_denoise",
     "register_method",
+    "rename_model",
     "save_model",
     "user_models_dir",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import __version__, list_methods
     from .inference import NOISE_MODELS
     from .noise import NOISE_KINDS, SIGMA_KINDS
+    from .training.fine_tune import MODES, PRESETS
 
     parser = argparse.ArgumentParser(
         prog="adl-denoise", description="Denoise 2D images and 3D volumes (ADL and baselines)."
@@ -136,20 +138,40 @@ def _parser() -> argparse.ArgumentParser:
 
     tuner = commands.add_parser(
         "fine-tune",
-        help="adapt a model to your own clean images",
-        description="Fine-tune a model (any learned method's) on clean images of your modality: "
-        "noise is simulated on them, the last fifth of each is held out to choose the best weights, "
-        "which are written to OUTPUT when the run ends: a .safetensors file, or a plain name to "
+        help="adapt a model to your own data: clean images, noisy/clean pairs or noisy images only",
+        description="Fine-tune a model (any learned method's) on your data. --mode clean: clean "
+        "images, noise is simulated on them; pairs: noisy images and, with --targets, their clean "
+        "references in the same order; noisy: noisy images alone, learnt self-supervised "
+        "(Neighbor2Neighbor; it removes noise independent from pixel to pixel, not stripes or "
+        "correlated noise). The last fifth of each image is held out to choose the best weights, "
+        "written to OUTPUT when the run ends or on Ctrl-C: a .safetensors file, or a plain name to "
         "keep the model among yours (listed by `adl-denoise models`, used with --model NAME).",
     )
     tuner.add_argument("output", help="a .safetensors file, or a name for your models folder")
-    tuner.add_argument("inputs", nargs="+", help="clean images or volumes, all of one kind")
+    tuner.add_argument("inputs", nargs="+", help="images or volumes, all of one kind")
+    tuner.add_argument(
+        "--mode", choices=list(MODES), default="clean", help="what the inputs are (default: clean)"
+    )
+    tuner.add_argument(
+        "--targets", nargs="+", help="--mode pairs: the clean reference of each input, same order"
+    )
+    tuner.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="cpu",
+        help="cpu: about 3 min for a 2D image, 5 for a volume, on 2 cores; gpu: longer, on a GPU",
+    )
     tuner.add_argument("--model", help="start from this model name or file (default: bundled for the data)")
-    tuner.add_argument("--noise", choices=list(SIGMA_KINDS), help="noise to simulate (default: as trained)")
+    tuner.add_argument(
+        "--noise", choices=list(SIGMA_KINDS), help="--mode clean: noise to simulate (default: as trained)"
+    )
     tuner.add_argument("--sigma-max", type=float, default=55.0, help="with --noise: sigma in [0, S]")
-    tuner.add_argument("--steps", type=int, default=500, help="training steps (default: 500)")
+    tuner.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    tuner.add_argument(
+        "--max-minutes", type=float, help="stop and save after this long (default: the preset's)"
+    )
     tuner.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")
-    tuner.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    tuner.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the preset's)")
     tuner.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2: volumes slice by slice")
     tuner.add_argument("--channel-axis", type=int, help="axis of colour channels (PNG/JPEG: detected)")
 
@@ -315,11 +337,17 @@ def _train(args: argparse.Namespace) -> int:
 
 def _validation_line(record) -> str:
     v = record.validation
-    return (
-        f"step {record.step:>7} {record.phase:<13} val PSNR {v['psnr']:6.2f} SSIM {v['ssim']:.4f} "
-        f"(noisy {v['noisy_psnr']:.2f}/{v['noisy_ssim']:.4f})  lr {record.lr:.2e}  "
-        f"{record.elapsed / 60:6.1f} min"
-    )
+    if "psnr" in v:
+        scores = (
+            f"val PSNR {v['psnr']:6.2f} SSIM {v['ssim']:.4f} "
+            f"(noisy {v['noisy_psnr']:.2f}/{v['noisy_ssim']:.4f})"
+        )
+    else:  # noisy-only: no clean reference
+        scores = (
+            f"neighbour score {v['score']:6.2f} dB (noisy input {v['noisy_score']:.2f}; no clean reference)"
+        )
+    minutes = record.elapsed / 60
+    return f"step {record.step:>7} {record.phase:<13} {scores}  lr {record.lr:.2e}  {minutes:6.1f} min"
 
 
 def _fine_tune(args: argparse.Namespace) -> int:
@@ -327,38 +355,60 @@ def _fine_tune(args: argparse.Namespace) -> int:
 
     from .io import read_image
     from .training import NoiseSpec, fine_tune
+    from .training.engine import STOP
     from .training.fine_tune import output_path
 
     output_path(args.output)  # a bad output name fails before the inputs are read
-    sources = [read_image(p) for p in args.inputs]
+    if (args.mode == "pairs") != bool(args.targets):
+        raise ValueError("--targets goes with --mode pairs, and it needs them")
+    if args.noise and args.mode != "clean":
+        raise ValueError("--noise goes with --mode clean: the other modes learn the noise in your images")
+    sources = [read_image(p) for p in [*args.inputs, *(args.targets or [])]]
     axes = {_colour_axis(s, args.channel_axis) for s in sources}
     if len(axes) > 1:
         raise ValueError("inputs mix colour PNG/JPEG images with other images: give one kind at a time")
     channel_axis = axes.pop()
     colour = channel_axis is not None
-    images = [s.data[..., :3] if colour and s.format in ("png", "jpeg") else s.data for s in sources]
+    arrays = [s.data[..., :3] if colour and s.format in ("png", "jpeg") else s.data for s in sources]
+    images, targets = arrays[: len(args.inputs)], arrays[len(args.inputs) :] or None
     noise = [NoiseSpec(kind=args.noise, sigma=(0.0, args.sigma_max))] if args.noise else None
     steps = fine_tune(
         images,
         args.output,
+        mode=args.mode,
+        targets=targets,
         model=args.model,
         channel_axis=channel_axis,
         spatial_dims=args.spatial_dims,
         noise=noise,
+        preset=args.preset,
         steps=args.steps,
+        max_minutes=args.max_minutes,
         lr=args.lr,
         device=args.device,
     )
-    with tqdm(total=args.steps, unit="step", disable=None) as bar:
-        try:
-            while True:
-                record = next(steps)
-                bar.n = record.step
-                bar.refresh()
-                if record.validation:
-                    bar.write(_validation_line(record))
-        except StopIteration as stop:
-            print(f"wrote {stop.value}")
+    stopping = []
+
+    def stop_soon(*_) -> None:  # the first Ctrl-C stops and saves the best weights so far
+        signal.signal(signal.SIGINT, previous)  # a second one interrupts at once
+        stopping.append(STOP)
+        print("\nstopping: saving the best weights so far", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, stop_soon)
+    try:
+        with tqdm(unit="step", disable=None) as bar:
+            try:
+                while True:
+                    record = steps.send(STOP if stopping else None)
+                    bar.total = record.total
+                    bar.n = record.step
+                    bar.refresh()
+                    if record.validation:
+                        bar.write(_validation_line(record))
+            except StopIteration as stop:
+                print(f"wrote {stop.value}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0
 
 
@@ -381,7 +431,7 @@ def _models(args: argparse.Namespace) -> int:
         print(f"no bundled models are installed (looked in {bundled_dir()})")
     for m in models:
         c = m.config
-        kind = f"{c.spatial_dims}D {'RGB' if c.in_channels == 3 else 'gray'}"
+        kind = m.data_kind
         method = getattr(method_for_kind(c.kind, m.name), "name", c.kind)
         print(f"{m.name:<20} {method:<12} {kind:<8} {'' if m.bundled else '[yours] '}{m.description}")
     print(f"your models folder: {user_models_dir()}")

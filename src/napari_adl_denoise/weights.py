@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,8 +38,11 @@ from .models import AnyConfig, Denoiser, build_model, parse_config
 __all__ = [
     "LoadedModel",
     "ModelFileError",
+    "delete_model",
+    "export_model",
     "list_models",
     "load_model",
+    "rename_model",
     "save_model",
     "user_model_path",
     "user_models_dir",
@@ -80,6 +84,68 @@ class ModelInfo:
     def bundled(self) -> bool:
         """Whether the model ships with the package (else it is a file of yours)."""
         return self.path.parent == bundled_dir()
+
+    @property
+    def data_kind(self) -> str:
+        """What it denoises: ``"2D gray"``, ``"2D RGB"`` or ``"3D gray"`` (3D RGB: ``"3D RGB"``)."""
+        colour = "RGB" if self.config.in_channels == 3 else "gray"
+        return f"{self.config.spatial_dims}D {colour}"
+
+
+def _user_model(name: str) -> Path:
+    """The file of your model ``name``; ValueError (one line) for bundled or unknown names."""
+    if (bundled_dir() / f"{name}.safetensors").is_file():
+        raise ValueError(f"{name!r} is a bundled model: it cannot be renamed or deleted")
+    path = user_model_path(name)
+    if not path.is_file():
+        raise ValueError(f"you have no model called {name!r} (in {user_models_dir()})")
+    return path
+
+
+def rename_model(name: str, new_name: str) -> Path:
+    """Rename your model ``name`` (a bundled one cannot be renamed); returns its new file.
+
+    Raises
+    ------
+    ValueError
+        No such model of yours, a bad or bundled new name, or a model of that name exists.
+    """
+    path, new = _user_model(name), user_model_path(new_name)
+    if new.exists():
+        raise ValueError(f"a model called {new_name!r} exists already")
+    path.rename(new)
+    return new
+
+
+def delete_model(name: str) -> None:
+    """Delete your model ``name`` from :func:`user_models_dir` (bundled models stay).
+
+    Raises
+    ------
+    ValueError
+        No such model of yours.
+    """
+    _user_model(name).unlink()
+
+
+def export_model(name_or_path: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Copy a model (yours or bundled, by name or path) to a ``.safetensors`` file anywhere,
+    atomically; the file carries its config and card, so it loads anywhere by path.
+
+    Raises
+    ------
+    ValueError
+        The destination is not a ``.safetensors`` file in an existing folder.
+    ModelFileError
+        The model is unknown or not a valid model file.
+    """
+    source = model_info(name_or_path).path
+    destination = Path(destination)
+    if destination.suffix != ".safetensors" or not destination.parent.is_dir():
+        raise ValueError(f"export to a .safetensors file in an existing folder, got {destination}")
+    with atomic_path(destination) as tmp:
+        shutil.copyfile(source, tmp)
+    return destination
 
 
 def bundled_dir() -> Path:

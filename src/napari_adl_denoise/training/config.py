@@ -65,10 +65,20 @@ class NoiseSpec(_Strict):
 
 
 class DataConfig(_Strict):
-    """Where the clean images come from and how patches are drawn."""
+    """Where the images come from and how patches are drawn.
+
+    ``mode`` says what the images are. ``clean``: clean images, on which ``noise`` is simulated.
+    ``pairs``: ``train`` and ``val`` are noisy images and ``train_targets`` and ``val_targets``
+    their clean references, in the same order and of the same shapes (low/high dose,
+    short/long exposure, single/averaged frames; registration is the user's job). ``noisy``:
+    noisy images and nothing else, learnt self-supervised (``loss.self_supervised``).
+    """
 
     train: list[str] = Field(min_length=1, description="files or glob patterns (TIFF, NIfTI, PNG, NPY)")
     val: list[str] = Field(min_length=1, description="held-out files or globs for validation")
+    mode: Literal["clean", "pairs", "noisy"] = "clean"
+    train_targets: list[str] = Field(default_factory=list, description="with mode pairs: clean references")
+    val_targets: list[str] = Field(default_factory=list, description="with mode pairs: clean references")
     patch_shape: tuple[int, ...] = (64, 64)
     batch_size: int = Field(8, ge=1)
     augment: bool = True
@@ -160,6 +170,11 @@ class LossConfig(_Strict):
     content: float = Field(0.0, ge=0)
     feature_net: str | None = None
     gan: Literal["hinge", "log"] = "hinge"
+    self_supervised: Literal["neighbor2neighbor", "blind_spot"] = "neighbor2neighbor"
+    """The loss of ``data.mode: noisy`` (it replaces every other term there; see
+    :mod:`napari_adl_denoise.training.self_supervised`)."""
+    gamma: float = Field(2.0, ge=0)
+    """Neighbor2Neighbor's regulariser weight."""
     atw_levels: int = Field(4, ge=1, le=8)
     histogram_bins: int = Field(64, ge=4, le=1024)
 
@@ -217,6 +232,11 @@ class TrainingConfig(_Strict):
             raise ValueError(
                 "loss.stage must be > 0 for a noise_attention model: nothing else trains its first stage"
             )
+        data = self.data
+        if (data.mode == "pairs") != bool(data.train_targets or data.val_targets):
+            raise ValueError("data.train_targets and val_targets go with data.mode pairs, and it needs them")
+        if data.mode == "noisy" and (self.phases.adversarial or self.phases.discriminator_warmup):
+            raise ValueError("data.mode noisy has no clean images for a discriminator: no adversarial phases")
         if self.phases.denoiser_warmup + self.phases.adversarial < 1:
             raise ValueError(
                 "phases need denoiser_warmup or adversarial steps: they choose the saved weights"

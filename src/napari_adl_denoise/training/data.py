@@ -21,7 +21,7 @@ from ..io import read_image
 from ..noise import add_noise
 from .config import DataConfig, NoiseSpec
 
-__all__ = ["Batch", "PatchSampler", "load_images"]
+__all__ = ["Batch", "NoisySampler", "PairSampler", "PatchSampler", "load_images", "make_sampler"]
 
 _SUBSAMPLE = 20_000
 
@@ -44,10 +44,15 @@ def _split(array: np.ndarray, spatial_dims: int, channels: int) -> list[np.ndarr
 
 
 def load_images(
-    sources: Sequence[str | np.ndarray], spatial_dims: int, channels: int, min_shape: Sequence[int]
+    sources: Sequence[str | np.ndarray],
+    spatial_dims: int,
+    channels: int,
+    min_shape: Sequence[int],
+    keep_constant: bool = False,
 ) -> list[np.ndarray]:
     """Read (files or glob patterns; arrays are taken as given), split and scale to [0, 1];
-    images smaller than ``min_shape`` are reflect-padded. Arrays are never modified."""
+    images smaller than ``min_shape`` are reflect-padded. Constant images are dropped unless
+    ``keep_constant`` (so that pairs stay in step). Arrays are never modified."""
     arrays = (
         a for source in sources for a in ([source] if isinstance(source, np.ndarray) else _read(source))
     )
@@ -56,9 +61,9 @@ def load_images(
         for image in _split(array, spatial_dims, channels):
             image = image.astype(np.float32)
             lo, hi = float(image.min()), float(image.max())
-            if hi <= lo:
+            if hi <= lo and not keep_constant:
                 continue  # a constant image teaches nothing
-            image = (image - lo) / (hi - lo)
+            image = (image - lo) / max(hi - lo, 1e-12)
             pad = [(0, 0)] + [(0, max(m - s, 0)) for s, m in zip(image.shape[1:], min_shape, strict=True)]
             images.append(np.pad(image, pad, mode="reflect") if any(p[1] for p in pad) else image)
     if not images:
@@ -201,3 +206,78 @@ class PatchSampler:
             torch.from_numpy(lo),
             torch.from_numpy(scale),
         )
+
+
+class PairSampler(PatchSampler):
+    """The user's own noisy/clean pairs (low/high dose, short/long exposure, single/averaged
+    frames): the same crop and augmentation of both, no simulated noise. The target is the clean
+    image mapped onto the noisy image's intensities by the straight line that fits them best
+    (least squares of noisy on clean, unbiased since the noise is in the noisy image), so a dim
+    low-dose image pairs with its brighter reference and the output keeps the input's scale."""
+
+    def __init__(
+        self, noisy: list[np.ndarray], clean: list[np.ndarray], data: DataConfig, rng: np.random.Generator
+    ) -> None:
+        if len(noisy) != len(clean):
+            raise ValueError(f"{len(noisy)} noisy images but {len(clean)} targets: one target per image")
+        for i, (n, c) in enumerate(zip(noisy, clean, strict=True)):
+            if n.shape != c.shape:
+                raise ValueError(f"pair {i + 1}: image {n.shape[1:]} and target {c.shape[1:]} differ")
+        self.channels = noisy[0].shape[0]
+        pairs = [np.concatenate(p) for p in zip(noisy, clean, strict=True)]
+        super().__init__(pairs, data, [NoiseSpec()], rng)
+        self.maps = []
+        for i, sub in enumerate(self.subsamples):
+            x, y = sub[self.channels :].ravel(), sub[: self.channels].ravel()
+            slope, offset = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, 0.0)
+            if not slope > 0:
+                raise ValueError(
+                    f"pair {i + 1}: the target's intensities do not rise with the image's (not its pair?)"
+                )
+            self.maps.append((float(slope), float(offset), robust_range(y)))
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        index = int(self.rng.integers(len(self.images)))
+        patch = self._patch(index)
+        slope, offset, (lo, hi) = self.maps[index]
+        target = patch[self.channels :] * slope + offset
+        return patch[: self.channels], target.astype(np.float32), lo, max(hi - lo, 1e-6)
+
+
+class NoisySampler(PatchSampler):
+    """Noisy patches only (self-supervised): the target is the noisy patch itself, and the
+    normalisation is the noisy image's own, as at inference."""
+
+    def __init__(self, images: list[np.ndarray], data: DataConfig, rng: np.random.Generator) -> None:
+        super().__init__(images, data, [NoiseSpec()], rng)
+        self.ranges = [robust_range(s) for s in self.subsamples]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        index = int(self.rng.integers(len(self.images)))
+        patch = self._patch(index)
+        lo, hi = self.ranges[index]
+        return patch, patch, lo, max(hi - lo, 1e-6)
+
+
+def make_sampler(
+    sources: Sequence[str | np.ndarray],
+    targets: Sequence[str | np.ndarray],
+    spatial_dims: int,
+    channels: int,
+    data: DataConfig,
+    noise: list[NoiseSpec],
+    rng: np.random.Generator,
+) -> PatchSampler:
+    """The sampler for ``data.mode``: clean images with simulated noise, pairs, or noisy only."""
+    patch = data.patch_shape
+    if data.mode == "pairs":
+        return PairSampler(
+            load_images(sources, spatial_dims, channels, patch, keep_constant=True),
+            load_images(targets, spatial_dims, channels, patch, keep_constant=True),
+            data,
+            rng,
+        )
+    images = load_images(sources, spatial_dims, channels, patch)
+    if data.mode == "noisy":
+        return NoisySampler(images, data, rng)
+    return PatchSampler(images, data, noise, rng)

@@ -20,7 +20,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,20 @@ from ..metrics import ssim as ssim_metric
 from ..models import build_discriminator, build_model
 from ..weights import save_model
 from .config import TrainingConfig
-from .data import Batch, PatchSampler, load_images
+from .data import Batch, make_sampler
 from .features import content_loss, load_feature_network
 from .losses import adversarial_loss, denoiser_loss, discriminator_loss
+from .self_supervised import blind_spot_loss, neighbor2neighbor_loss, neighbour_pair, neighbour_score
 from .surgery import inflate_weights
 
 __all__ = ["TrainProgress", "train"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+STOP = "stop"
+"""Sent into the run (``run.send(STOP)``): it checkpoints and returns the model file as it
+stands (the best weights so far), as if it had finished; closing the generator instead stops
+it without a return value."""
 
 
 @dataclass(frozen=True)
@@ -176,25 +181,42 @@ class _Trainer:
         self.sched_d = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt_d, **plateau)
 
         sd, channels = config.model.spatial_dims, config.model.in_channels
-        patch = config.data.patch_shape
-        sources = {"train": config.data.train, "val": config.data.val, **(images or {})}
-        self.sampler = PatchSampler(
-            load_images(sources["train"], sd, channels, patch),
-            config.data,
+        data = config.data
+        sources = {
+            "train": data.train,
+            "val": data.val,
+            "train_targets": data.train_targets,
+            "val_targets": data.val_targets,
+            **(images or {}),
+        }
+        self.sampler = make_sampler(
+            sources["train"],
+            sources["train_targets"],
+            sd,
+            channels,
+            data,
             config.noise,
             np.random.default_rng([config.seed, self.dist.rank]),
         )
+        self.self_supervised = data.mode == "noisy"
+        self.torch_rng = torch.Generator().manual_seed(config.seed + self.dist.rank)
         self.val = None
         if self.dist.rank == 0:
-            val_data = config.data.model_copy(update={"augment": False})
-            val_sampler = PatchSampler(
-                load_images(sources["val"], sd, channels, patch),
-                val_data,
+            val_sampler = make_sampler(
+                sources["val"],
+                sources["val_targets"],
+                sd,
+                channels,
+                data.model_copy(update={"augment": False}),
                 config.noise,
                 np.random.default_rng([config.seed, 2**31]),
             )
-            self.val = val_sampler.batch(config.data.val_patches)
-            self.noisy_scores = self._scores(self.val.noisy)
+            self.val = val_sampler.batch(data.val_patches)
+            if self.self_supervised:  # one fixed choice of neighbours: scores comparable over steps
+                self.val_pairs = neighbour_pair(
+                    self.val.noisy.shape, torch.Generator().manual_seed(config.seed)
+                )
+            self.noisy_scores = self._scores(self.val.noisy, lambda x: x)
 
         self.state = _State()
         checkpoint = self.out / CHECKPOINT
@@ -213,7 +235,25 @@ class _Trainer:
         self.checkpointed_at = self.state.step
 
     # -- steps ---------------------------------------------------------------------------------
+    def _self_supervised_step(self, batch: Batch) -> dict[str, float]:
+        w = self.config.loss
+        self.generator.train()
+        with _autocast(self.device, self.config.amp):
+            if w.self_supervised == "blind_spot":
+                loss, parts = blind_spot_loss(self.g_train, batch.noisy, generator=self.torch_rng)
+            else:
+                loss, parts = neighbor2neighbor_loss(self.g_train, batch.noisy, w.gamma, self.torch_rng)
+        loss = loss.float()
+        if not torch.isfinite(loss):
+            raise ValueError(f"training diverged at step {self.state.step + 1}; lower the learning rate")
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return {**parts, "denoiser": float(loss.detach())}
+
     def _generator_step(self, batch: Batch, phase: str) -> dict[str, float]:
+        if self.self_supervised:
+            return self._self_supervised_step(batch)
         w = self.config.loss
         self.generator.train()
         source = batch.target if phase == "clean" else batch.noisy  # clean-to-clean: x -> x
@@ -277,11 +317,29 @@ class _Trainer:
         return {"discriminator": float(loss.detach())}
 
     # -- validation ----------------------------------------------------------------------------
-    def _scores(self, normalised: torch.Tensor) -> dict[str, float]:
-        """PSNR/SSIM of patches (network space) against the clean patches, on the [0, 1] scale."""
+    def _scores(self, noisy: torch.Tensor, model: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+        """Scores of ``model`` on the validation patches, on the images' [0, 1] scale: PSNR/SSIM
+        against the clean patches, or without clean data (mode noisy) the neighbour score, which
+        is also the run's ``score`` (the objective that picks the kept weights)."""
         val = self.val
-        expand = (slice(None),) + (None,) * (normalised.ndim - 1)
-        restored = (normalised * val.scale[expand] + val.lo[expand]).numpy()
+        size = self.config.data.batch_size
+        if self.self_supervised:
+            first, second = self.val_pairs
+            scores = [
+                neighbour_score(
+                    model,
+                    noisy[i : i + size],
+                    (first[i : i + size], second[i : i + size]),
+                    val.scale[i : i + size],
+                )
+                for i in range(0, len(noisy), size)
+            ]
+            return {"score": float(np.mean(scores))}
+        restored = torch.cat([model(noisy[i : i + size]).float().cpu() for i in range(0, len(noisy), size)])
+        if not torch.isfinite(restored).all():
+            raise ValueError(f"training diverged by step {self.state.step}; lower the learning rate")
+        expand = (slice(None),) + (None,) * (restored.ndim - 1)
+        restored = (restored * val.scale[expand] + val.lo[expand]).numpy()
         clean = val.clean.numpy()
         channel_axis = 0 if clean.shape[1] > 1 else None
         psnrs, ssims = [], []
@@ -289,23 +347,23 @@ class _Trainer:
             r, c = (r, c) if channel_axis == 0 else (r[0], c[0])
             psnrs.append(psnr_metric(c, r, data_range=1.0))
             ssims.append(ssim_metric(c, r, data_range=1.0, channel_axis=channel_axis))
-        return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+        psnr = float(np.mean(psnrs))
+        return {"psnr": psnr, "ssim": float(np.mean(ssims)), "score": psnr}
 
     def _validate(self) -> dict[str, float] | None:
         """Scores on the fixed validation patches (on rank 0; other ranks get None)."""
         if self.dist.rank != 0:
             return None
         self.generator.eval()
-        size = self.config.data.batch_size
-        with torch.no_grad(), _autocast(self.device, self.config.amp):
-            outs = [
-                self.generator(self.val.noisy[i : i + size].to(self.device)).float().cpu()
-                for i in range(0, len(self.val.noisy), size)
-            ]
-        restored = torch.cat(outs)
-        if not torch.isfinite(restored).all():
+
+        def model(x: torch.Tensor) -> torch.Tensor:
+            with _autocast(self.device, self.config.amp):
+                return self.generator(x.to(self.device)).float()
+
+        with torch.no_grad():
+            scores = self._scores(self.val.noisy, model)
+        if not math.isfinite(scores["score"]):
             raise ValueError(f"training diverged by step {self.state.step}; lower the learning rate")
-        scores = self._scores(restored)
         return scores | {f"noisy_{k}": v for k, v in self.noisy_scores.items()}
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -330,9 +388,9 @@ class _Trainer:
         if self.dist.rank != 0:
             return
         self.state.history.append({"step": self.state.step, "phase": phase, **validation})
-        best = validation["psnr"] > self.state.best_psnr
+        best = validation["score"] > self.state.best_psnr
         if best:
-            self.state.best_psnr = validation["psnr"]
+            self.state.best_psnr = validation["score"]
         if best or self.config.keep == "last":
             dtype = getattr(torch, self.config.weights_dtype)
             save_model(self.generator, self.model_path, self._card(validation), dtype=dtype)
@@ -419,9 +477,11 @@ class _Trainer:
                 validation = self._validate()
                 self._keep_if_best("init", validation)
                 lr = self.opt_g.param_groups[0]["lr"]
-                yield TrainProgress("init", 0, total, {}, lr, 0.0, validation, self.dist.rank)
+                command = yield TrainProgress("init", 0, total, {}, lr, 0.0, validation, self.dist.rank)
+            else:
+                command = None
             phase = None
-            while self.state.step < total:
+            while self.state.step < total and command != STOP:
                 start = time.perf_counter()
                 if phase != (phase := c.phases.phase_at(self.state.step)):
                     self._enter(phase)
@@ -441,7 +501,7 @@ class _Trainer:
                         if validation is not None:
                             self.state.history.append({"step": step, "phase": phase, **validation})
                     else:
-                        psnr = self.dist.broadcast(validation["psnr"] if validation else 0.0)
+                        psnr = self.dist.broadcast(validation["score"] if validation else 0.0)
                         if c.keep == "best":  # PSNR is the objective: cut the rates on its plateaus
                             self.sched_g.step(psnr)
                             self.sched_d.step(psnr)
@@ -449,7 +509,7 @@ class _Trainer:
                 self.state.elapsed += time.perf_counter() - start
                 if step % c.checkpoint_every == 0 or step == total:
                     self._save_checkpoint()
-                yield TrainProgress(
+                command = yield TrainProgress(
                     phase,
                     step,
                     total,
@@ -459,6 +519,8 @@ class _Trainer:
                     validation,
                     self.dist.rank,
                 )
+            if command == STOP and self.state.step > self.checkpointed_at:
+                self._save_checkpoint()
             self.dist.barrier()  # no rank tears the group down while another is still in it
         except GeneratorExit:
             # Stopped by the caller: keep the progress made since the last checkpoint.

@@ -1,0 +1,217 @@
+"""Fine-tuning from noisy/clean pairs and from noisy images alone; stopping early; your models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import drain
+from skimage import data
+
+from napari_adl_denoise import (
+    add_noise,
+    delete_model,
+    denoise,
+    export_model,
+    list_models,
+    load_model,
+    metrics,
+    model_info,
+    rename_model,
+    save_model,
+)
+from napari_adl_denoise.cli import main
+from napari_adl_denoise.io import write_image
+from napari_adl_denoise.training import TrainingConfig, fine_tune
+from napari_adl_denoise.training.engine import STOP
+from napari_adl_denoise.training.self_supervised import (
+    _cells,
+    blind_spot_loss,
+    neighbor2neighbor_loss,
+    neighbour_pair,
+)
+
+CLEAN = data.moon()[:256, :320].astype(np.float32)  # the last fifth of columns is held out
+NOISY = add_noise(CLEAN, "speckle", sigma=30, seed=3)  # new to adl-2d-gray (Gaussian-trained)
+
+
+def held_out_gain(path) -> float:
+    """PSNR gain over adl-2d-gray on the held-out columns, which no step trained on."""
+    clean, noisy = CLEAN[:, 256:], NOISY[:, 256:]
+    tuned, start = (metrics.psnr(clean, denoise(noisy, model=m)) for m in (path, "adl-2d-gray"))
+    return tuned - start
+
+
+def test_pairs_improve_on_the_starting_model_and_leave_the_images_alone(tmp_path):
+    noisy, clean = NOISY.copy(), CLEAN.copy()
+    run = fine_tune(
+        [noisy],
+        tmp_path / "p.safetensors",
+        mode="pairs",
+        targets=[clean],
+        model="adl-2d-gray",
+        steps=40,
+        lr=3e-4,
+    )
+    records, path = drain(run)
+    np.testing.assert_array_equal(noisy, NOISY)
+    np.testing.assert_array_equal(clean, CLEAN)
+    scores = [r.validation["psnr"] for r in records if r.validation]
+    assert max(scores[1:]) > scores[0] + 0.3  # against the held-out clean columns
+    card = model_info(path).card
+    assert card["fine_tune"] == {"mode": "pairs", "preset": "cpu"}
+    assert held_out_gain(path) > 0.2
+
+
+def test_a_dim_low_dose_image_pairs_with_its_bright_reference(tmp_path):
+    """The reference is mapped onto the image's intensities, so the output keeps the input's."""
+    dim = NOISY * 0.25 + 10
+    _, path = drain(
+        fine_tune(
+            [dim],
+            tmp_path / "d.safetensors",
+            mode="pairs",
+            targets=[CLEAN],
+            model="adl-2d-gray",
+            steps=20,
+            lr=3e-4,
+        )
+    )
+    out = denoise(dim[:, 256:], model=path)
+    assert abs(out.mean() - (CLEAN[:, 256:] * 0.25 + 10).mean()) < 1.0
+
+
+def test_noisy_images_alone_improve_on_the_starting_model(tmp_path):
+    records, path = drain(
+        fine_tune([NOISY], tmp_path / "n.safetensors", mode="noisy", model="adl-2d-gray", steps=40, lr=3e-4)
+    )
+    first = records[0].validation
+    assert "psnr" not in first and first["score"] > first["noisy_score"]  # no clean data anywhere
+    assert model_info(path).card["fine_tune"]["mode"] == "noisy"
+    assert held_out_gain(path) > 0.15
+
+
+def test_stop_saves_the_best_weights_so_far(tmp_path):
+    output = tmp_path / "s.safetensors"
+    run = fine_tune([NOISY], output, mode="noisy", model="adl-2d-gray", steps=1000)
+    records = [next(run), next(run), next(run)]
+    try:
+        run.send(STOP)
+    except StopIteration as stop:
+        assert stop.value == output
+    assert records[-1].step == 2 and output.is_file()
+    assert model_info(output).card["steps"] in (0, 1, 2)
+
+
+def test_the_time_cap_stops_and_saves(tmp_path):
+    records, path = drain(
+        fine_tune([NOISY], tmp_path / "t.safetensors", mode="noisy", steps=10_000, max_minutes=0.001)
+    )
+    assert records[-1].step < 10 and path.is_file()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "pairs"}, "mode='pairs' needs targets"),
+        ({"targets": [CLEAN]}, "targets go with mode='pairs'"),
+        (
+            {"mode": "pairs", "targets": [CLEAN[:, :300]]},
+            r"image of shape \(256, 320\) and target of shape \(256, 300\)",
+        ),
+        ({"mode": "pairs", "targets": [CLEAN, CLEAN]}, "1 images but 2 targets"),
+        ({"mode": "pairs", "targets": [CLEAN], "validation": [CLEAN]}, "holds out part of each pair"),
+        ({"mode": "smart"}, "mode must be one of clean, pairs, noisy"),
+        ({"preset": "tpu"}, "preset must be one of cpu, gpu"),
+        ({"preset": "gpu"}, "preset 'gpu' needs a CUDA or MPS device"),
+        ({"max_minutes": 0}, "must be positive"),
+    ],
+)
+def test_bad_choices_say_what_is_wrong(kwargs, message, tmp_path):
+    if kwargs.get("preset") == "gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match=message):
+        next(fine_tune([NOISY], tmp_path / "m.safetensors", **kwargs))
+
+
+def test_a_target_that_is_not_the_images_pair_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pair 1: the target's intensities do not rise with the image's"):
+        next(fine_tune([NOISY], tmp_path / "m.safetensors", mode="pairs", targets=[CLEAN.max() - CLEAN]))
+
+
+def test_noisy_mode_refuses_adversarial_phases():
+    data_cfg = {"train": ["a.tif"], "val": ["b.tif"], "mode": "noisy"}
+    with pytest.raises(ValueError, match="no clean images for a discriminator"):
+        TrainingConfig(name="x", data=data_cfg)
+    with pytest.raises(ValueError, match="go with data.mode pairs"):
+        TrainingConfig(name="x", data={"train": ["a"], "val": ["b"], "train_targets": ["c"]})
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 8, 6), (1, 2, 4, 6, 2)])
+def test_neighbour_subimages_take_two_adjacent_pixels_of_every_cell(shape):
+    x = torch.arange(int(np.prod(shape)), dtype=torch.float32).reshape(shape)
+    first, second = neighbour_pair(x.shape, torch.Generator().manual_seed(0))
+    cells = _cells(x)
+    assert cells.shape == (*shape[:2], *(s // 2 for s in shape[2:]), 2 ** (len(shape) - 2))
+    bits = first ^ second  # exactly one axis differs: direct neighbours, never the same pixel
+    assert ((bits & (bits - 1)) == 0).all() and (bits > 0).all()
+
+
+def test_self_supervised_losses_train_the_denoiser_and_never_see_a_pixels_own_value():
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    noisy = torch.rand(2, 1, 32, 32)
+    for loss_fn in (neighbor2neighbor_loss, blind_spot_loss):
+        net.zero_grad()
+        loss, parts = loss_fn(net, noisy, generator=torch.Generator().manual_seed(1))
+        loss.backward()
+        assert torch.isfinite(loss) and parts and net.weight.grad.abs().sum() > 0
+    # the identity is the blind spot's trivial solution; masking makes it pay the full noise
+    identity_loss, _ = blind_spot_loss(
+        lambda x: x, noisy, fraction=0.05, generator=torch.Generator().manual_seed(2)
+    )
+    assert identity_loss > 0.01
+
+
+def test_your_models_can_be_renamed_exported_and_deleted(tiny_2d, user_models, tmp_path, capsys):
+    user_models.mkdir(parents=True)
+    save_model(tiny_2d, user_models / "mine.safetensors")
+    assert model_info("mine").data_kind == "2D gray"
+    assert rename_model("mine", "cells") == user_models / "cells.safetensors"
+    assert "mine" not in {m.name for m in list_models()} and model_info("cells").name == "cells"
+    exported = export_model("cells", tmp_path / "shared.safetensors")
+    assert load_model(exported).config == load_model("cells").config
+    save_model(tiny_2d, user_models / "other.safetensors")
+    with pytest.raises(ValueError, match="exists already"):
+        rename_model("cells", "other")
+    with pytest.raises(ValueError, match="is a bundled model's name"):
+        rename_model("cells", "adl-2d-gray")
+    with pytest.raises(ValueError, match="'adl-2d-gray' is a bundled model: it cannot be renamed or deleted"):
+        delete_model("adl-2d-gray")
+    with pytest.raises(ValueError, match="you have no model called 'mine'"):
+        delete_model("mine")
+    with pytest.raises(ValueError, match="export to a .safetensors file"):
+        export_model("cells", tmp_path / "absent" / "x.safetensors")
+    delete_model("cells")
+    assert not (user_models / "cells.safetensors").exists() and exported.is_file()
+    assert main(["models"]) == 0 and "2D gray" in capsys.readouterr().out
+
+
+def test_cli_fine_tunes_from_pairs_and_from_noisy_images(tmp_path, capsys):
+    noisy, clean = tmp_path / "noisy.tif", tmp_path / "clean.tif"
+    write_image(noisy, NOISY[:128, :160])
+    write_image(clean, CLEAN[:128, :160])
+    out = tmp_path / "pairs.safetensors"
+    assert (
+        main(["fine-tune", str(out), str(noisy), "--mode", "pairs", "--targets", str(clean), "--steps", "2"])
+        == 0
+    )
+    assert model_info(out).card["fine_tune"]["mode"] == "pairs" and f"wrote {out}" in capsys.readouterr().out
+    out = tmp_path / "noisy.safetensors"
+    assert main(["fine-tune", str(out), str(noisy), "--mode", "noisy", "--steps", "2"]) == 0
+    assert (
+        "neighbour score" in capsys.readouterr().out and model_info(out).card["fine_tune"]["mode"] == "noisy"
+    )
+    assert main(["fine-tune", str(out), str(noisy), "--mode", "pairs"]) == 2
+    assert "--targets goes with --mode pairs" in capsys.readouterr().err
+    assert main(["fine-tune", str(out), str(noisy), "--mode", "noisy", "--noise", "gaussian"]) == 2
+    assert "--noise goes with --mode clean" in capsys.readouterr().err
