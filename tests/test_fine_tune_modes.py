@@ -125,6 +125,7 @@ def test_the_time_cap_stops_and_saves(tmp_path):
         ({"preset": "tpu"}, "preset must be one of cpu, gpu"),
         ({"preset": "gpu"}, "preset 'gpu' needs a CUDA or MPS device"),
         ({"max_minutes": 0}, "must be positive"),
+        ({"mode": "noisy", "adversarial": True}, "adversarial fine-tuning needs clean images"),
     ],
 )
 def test_bad_choices_say_what_is_wrong(kwargs, message, tmp_path):
@@ -215,3 +216,23 @@ def test_cli_fine_tunes_from_pairs_and_from_noisy_images(tmp_path, capsys):
     assert "--targets goes with --mode pairs" in capsys.readouterr().err
     assert main(["fine-tune", str(out), str(noisy), "--mode", "noisy", "--noise", "gaussian"]) == 2
     assert "--noise goes with --mode clean" in capsys.readouterr().err
+
+
+def test_the_adversarial_option_trains_a_discriminator_and_keeps_the_best_weights(tmp_path):
+    run = fine_tune(
+        [NOISY],
+        tmp_path / "a.safetensors",
+        mode="pairs",
+        targets=[CLEAN],
+        model="adl-2d-gray",
+        steps=10,
+        adversarial=True,
+    )
+    records, path = drain(run)
+    assert [r.phase for r in records[1:]] == ["discriminator"] + ["adversarial"] * 9
+    assert "discriminator" in records[1].losses and "adversarial" in records[-1].losses
+    card = model_info(path).card
+    assert (
+        card["training_config"]["loss"]["histogram"] > 0
+        and card["training_config"]["loss"]["adversarial"] > 0
+    )

@@ -163,6 +163,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     tuner.add_argument("--model", help="start from this model name or file (default: bundled for the data)")
     tuner.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="clean or pairs: add ADL's adversarial phase (off: it did not pay)",
+    )
+    tuner.add_argument(
         "--noise", choices=list(SIGMA_KINDS), help="--mode clean: noise to simulate (default: as trained)"
     )
     tuner.add_argument("--sigma-max", type=float, default=55.0, help="with --noise: sigma in [0, S]")
@@ -386,6 +391,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         lr=args.lr,
         device=args.device,
+        adversarial=args.adversarial,
     )
     stopping = []
 

@@ -70,6 +70,7 @@ def fine_tune(
     lr: float = 1e-4,
     validation: Sequence[npt.ArrayLike] | None = None,
     device: str | None = None,
+    adversarial: bool = False,
     seed: int = 0,
 ) -> Generator[TrainProgress, str | None, Path]:
     """Adapt a model to your data: a generator of :class:`TrainProgress`, returning the saved path.
@@ -134,6 +135,12 @@ def fine_tune(
         pair) is held out of training for this.
     device : str, optional
         As for :func:`napari_adl_denoise.denoise`; by default the preset's.
+    adversarial : bool
+        ADL's adversarial phase (``"clean"`` and ``"pairs"`` modes): a discriminator learns to
+        tell the clean images from the model's output for the first tenth of the steps, then
+        both train in turn, the model with ADL's histogram (0.05) and adversarial (0.01) terms
+        added to its data terms. Off by default: it did not pay in the fine-tuning benchmark
+        (README, "Fine-tuning on your own data").
     seed : int
         Seeds patches and noise.
 
@@ -170,6 +177,10 @@ def fine_tune(
         raise ValueError("mode='pairs' needs targets: the clean reference of each image")
     if mode != "pairs" and targets is not None:
         raise ValueError(f"targets go with mode='pairs', not mode={mode!r}")
+    if adversarial and mode == "noisy":
+        raise ValueError(
+            "adversarial fine-tuning needs clean images (mode 'clean' or 'pairs') for its discriminator"
+        )
     if mode == "pairs" and validation is not None:
         raise ValueError(
             "mode='pairs' holds out part of each pair for validation; validation= is for the other modes"
@@ -238,8 +249,8 @@ def fine_tune(
             ),
             noise=list(noise) if mode == "clean" else [NoiseSpec()],
             optim=OptimConfig(lr=lr),
-            loss=_loss(info.card),
-            phases=PhaseConfig(denoiser_warmup=steps, discriminator_warmup=0, adversarial=0),
+            loss=_loss(info.card, adversarial),
+            phases=_phases(steps, adversarial),
             validate_every=max(steps // 20, 1),
             checkpoint_every=steps,
             seed=seed,
@@ -379,13 +390,24 @@ def _hold_out(array: np.ndarray, spatial_dims: int, channels: int) -> tuple[np.n
     return array[tuple(cut)], array[tuple(rest)]
 
 
-def _loss(card: dict) -> LossConfig:
+def _phases(steps: int, adversarial: bool) -> PhaseConfig:
+    if not adversarial:
+        return PhaseConfig(denoiser_warmup=steps, discriminator_warmup=0, adversarial=0)
+    warm_up = steps // 10
+    return PhaseConfig(denoiser_warmup=0, discriminator_warmup=warm_up, adversarial=steps - warm_up)
+
+
+def _loss(card: dict, adversarial: bool = False) -> LossConfig:
     """The starting model's own data terms (its card's recipe; L1 + ATW when it has none),
     without the histogram, adversarial and content terms (IDGAN's feature network may be a file
-    of the machine that trained it): a short run adapts, it does not re-train."""
+    of the machine that trained it): a short run adapts, it does not re-train. ``adversarial``
+    adds ADL's histogram and adversarial terms at the engine's default weights."""
     trained = card.get("training_config", {}).get("loss", {})
     off = {"histogram": 0, "adversarial": 0, "adversarial_ramp": 0, "content": 0, "feature_net": None}
+    if adversarial:
+        defaults = LossConfig()
+        off |= {"histogram": defaults.histogram, "adversarial": defaults.adversarial}
     try:
         return LossConfig.model_validate({**trained, **off})
     except ValueError:  # a card from another version: the default terms
-        return LossConfig(histogram=0, adversarial=0)
+        return LossConfig.model_validate(off)
