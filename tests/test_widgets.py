@@ -188,8 +188,8 @@ def test_each_learned_method_lists_and_runs_its_own_models(viewer, qtbot):
     for method in ("adaptive-cnn", "adl"):
         widget.method.value = method
         kind = adl.get_method(method).model_kind
-        names = [m.name for m in list_models() if m.config.kind == kind]
-        assert list(widget.model.choices) == [ui.AUTO_MODEL, *names, ui.MODEL_FILE]
+        names = [m.name for m in list_models() if m.config.kind == kind and m.data_kind == "2D gray"]
+        assert list(widget.model.choices) == [ui.AUTO_MODEL, *names, ui.MODEL_FILE]  # for the layer
     widget.method.value = "adaptive-cnn"
     assert shown(widget.model, widget) and "features)" in widget.memory.value
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
@@ -314,6 +314,24 @@ def test_denoise_problems_become_notifications(viewer, qtbot, notifications, mon
         lambda: any("no 'adl' model" in str(n.message) for n in notifications),
     )
     assert len(viewer.layers) == 1
+
+
+def test_a_torch_error_in_a_job_fails_the_job_instead_of_leaving_the_dock_busy(
+    viewer, qtbot, notifications, monkeypatch
+):
+    from napari_adl_denoise._napari import denoise_widget
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(denoise_widget, "iter_denoise", out_of_memory)
+    widget = add_widget(viewer, "Denoise")
+    noisy_image(viewer)
+    widget.reset_choices()
+    click_and_wait(qtbot, widget, widget.run_button, lambda: widget.run_button.enabled)
+    assert widget.status.value == "failed: CUDA out of memory"
+    assert any("CUDA out of memory" in str(n.message) for n in notifications)
 
 
 def test_noise_widget_adds_reproducible_noise_and_estimates_sigma(viewer, qtbot):
@@ -520,6 +538,7 @@ def test_fine_tune_widget_saves_a_model_the_denoise_dock_lists_and_uses(viewer, 
     assert card["base_model"] == DEFAULT_MODELS[2, 1] and card["noise"][0]["kind"] == "speckle"
     for dock in (denoise, widget):  # listed with the models, above "model file..."
         assert list(dock.model.choices)[-2:] == ["my-model", ui.MODEL_FILE]
+        assert dock.model.native.itemText(len(dock.model.choices) - 2) == "my-model (2D gray, yours)"
     denoise.image.value = layer
     denoise.model.value = "my-model"
     assert "(my-model, b = 8)" in denoise.memory.value
@@ -567,6 +586,151 @@ def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     assert widget.status.value == "cancelled: nothing saved" and not path.exists()
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_fine_tune_on_noisy_images_alone_plots_live_stops_and_saves_then_manages_the_model(
+    viewer, qtbot, notifications, monkeypatch, tmp_path, user_models
+):
+    """The noisy-only mode end to end, as a user with no clean data: the curve follows the run,
+    Stop and save keeps the best weights, and the model is then denoised with, renamed,
+    exported and deleted from the dock; every dock's model list follows."""
+    from qtpy.QtWidgets import QMessageBox
+
+    clean = data.camera()[:128, :160].astype(np.float32)
+    layer = viewer.add_image(add_noise(clean, "poisson_gaussian", sigma=10, peak=30, seed=0), name="cells")
+    denoise_dock = add_widget(viewer, "Denoise")
+    widget = add_widget(viewer, "Fine-tune")
+    widget.data.value = "noisy"
+    widget.images.value = [layer]
+    assert widget.images.label == "Noisy images" and "stripes" in widget.about.value
+    assert not shown(widget.noise, widget) and not shown(widget.targets, widget)
+    widget.steps.value = 200  # validated every 10 steps; stopped long before the end
+    widget.run_button.native.click()
+    assert widget.curve.canvas.isVisibleTo(widget.native)
+    assert "neighbour score" in widget.curve.ax_score.get_ylabel()
+    qtbot.waitUntil(lambda: len(widget.curve.score_line.get_xdata()) >= 3, timeout=120_000)
+    steps = list(widget.curve.score_line.get_xdata())
+    assert steps[:3] == [0, 10, 20]  # the starting model, then every validation
+    assert widget.curve.start_line.get_ydata()[0] == widget.curve.scores[0]
+    assert len(widget.curve.loss_line.get_xdata()) >= 20  # the loss of every step
+    assert 20 <= widget.progress.value < 200 and widget.progress.max == 200
+    assert "left" in widget.eta.value and "so far" in widget.eta.value and widget.stop_button.enabled
+    widget.stop_button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert (
+        widget.status.value.startswith("stopped at step ")
+        and "saved my-model.safetensors" in widget.status.value
+    )
+    assert "best neighbour score" in widget.status.value and not widget.stop_button.enabled
+    assert f"best neighbour score {max(widget.curve.scores):.2f} dB" in widget.status.value
+    assert model_info("my-model").card["fine_tune"]["mode"] == "noisy"
+    assert widget.your_model.value == "my-model"
+    assert widget.your_model.native.currentText() == "my-model (2D gray, yours)"
+    # denoise with it in the Denoise dock: as the API does by name
+    denoise_dock.image.value = layer
+    denoise_dock.model.value = "my-model"
+    click_and_wait(qtbot, denoise_dock, denoise_dock.run_button, lambda: len(viewer.layers) == 2)
+    np.testing.assert_allclose(viewer.layers[-1].data, denoise(layer.data, model="my-model"), atol=1e-4)
+    # rename: a bundled name is refused in one line, a free one renames it in every dock
+    widget.new_name.value = "adl-2d-gray"
+    widget.rename_button.native.click()
+    assert any("Rename: 'adl-2d-gray' is a bundled model" in str(n.message) for n in notifications)
+    widget.new_name.value = "cells-n2n"
+    widget.rename_button.native.click()
+    assert (user_models / "cells-n2n.safetensors").is_file() and not (
+        user_models / "my-model.safetensors"
+    ).exists()
+    for dock in (denoise_dock, widget):
+        assert "cells-n2n" in dock.model.choices and "my-model" not in dock.model.choices
+    assert list(widget.your_model.choices) == ["cells-n2n"]
+    # export: the suffix is added; the copy loads anywhere as a model file
+    widget.export_path.value = tmp_path / "shared"
+    widget.export_button.native.click()
+    assert model_info(tmp_path / "shared.safetensors").card["fine_tune"]["mode"] == "noisy"
+    # delete: only after the user says yes
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: answers.pop(0))
+    widget.delete_button.native.click()
+    assert (user_models / "cells-n2n.safetensors").is_file()
+    widget.delete_button.native.click()
+    assert not (user_models / "cells-n2n.safetensors").exists() and not answers
+    assert "cells-n2n" not in denoise_dock.model.choices and widget.your_model.value is None
+    widget.delete_button.native.click()
+    assert any("Delete: you have no models yet" in str(n.message) for n in notifications)
+
+
+def test_fine_tune_pairs_noisy_and_clean_layers_in_layer_order_and_says_what_does_not_pair(
+    viewer, notifications
+):
+    widget = add_widget(viewer, "Fine-tune")
+    widget.data.value = "pairs"
+    assert shown(widget.targets, widget) and not shown(widget.noise, widget)
+    assert widget.images.label == "Noisy images" and "layer-list order" in widget.targets.tooltip
+    a = viewer.add_image(np.random.default_rng(0).random((64, 64)), name="a")
+    b = viewer.add_image(np.random.default_rng(1).random((32, 40)), name="b")
+    clean_a = viewer.add_image(np.zeros((64, 64)), name="clean a")
+    clean_b = viewer.add_image(np.zeros((40, 32)), name="clean b")
+    widget.images.value = [b, a]
+
+    def warned() -> str:
+        widget.run_button.native.click()
+        return str(notifications[-1].message)
+
+    assert "choose the clean target of each noisy image" in warned()
+    widget.targets.value = [clean_a]
+    assert "2 noisy images but 1 clean targets" in warned()
+    widget.targets.value = [clean_b, clean_a]  # paired by layer order, whatever the click order
+    assert warned() == "Fine-tune: 'b' (32x40) and its target 'clean b' (40x32) differ in shape"
+    assert widget._worker is None  # refused before starting
+    widget.data.value = "clean"
+    assert not shown(widget.targets, widget) and shown(widget.noise, widget)
+    assert widget.images.label == "Clean images"
+
+
+def test_model_lists_offer_only_models_that_can_process_the_layer(viewer, user_models):
+    """Denoise: the layer's own kind, and 2D models for gray volumes too (they denoise along
+    three planes); Fine-tune: exactly the data's kind. Each name says what it denoises."""
+    user_models.mkdir()
+    adl.export_model("adl-2d-gray", user_models / "mine.safetensors")  # a model of yours
+    gray = viewer.add_image(data.camera()[:64, :64], name="gray")
+    rgb = viewer.add_image(data.astronaut()[:64, :64], name="rgb")
+    volume = viewer.add_image(np.zeros((16, 32, 32), np.float32), name="volume")
+    denoise_dock, tune = add_widget(viewer, "Denoise"), add_widget(viewer, "Fine-tune")
+    kinds = {m.name: m.data_kind for m in list_models()}
+
+    def listed(dock) -> set[str]:
+        names = set(dock.model.choices) - {ui.AUTO_MODEL, ui.MODEL_FILE}
+        return {kinds[name] for name in names}
+
+    denoise_dock.method.value = "adl"
+    for layer, mode, for_denoise, for_tuning in [
+        (gray, ui.VOLUME, {"2D gray"}, {"2D gray"}),
+        (rgb, ui.SLICES, {"2D RGB"}, {"2D RGB"}),
+        (volume, ui.VOLUME, {"2D gray", "3D gray"}, {"3D gray"}),
+        (volume, ui.SLICES, {"2D gray"}, {"2D gray"}),
+    ]:
+        denoise_dock.image.value = layer
+        denoise_dock.mode.value = mode
+        tune.images.value = [layer]
+        tune.mode.value = mode
+        assert (listed(denoise_dock), listed(tune)) == (for_denoise, for_tuning), (layer.name, mode)
+    denoise_dock.image.value = gray
+    texts = [denoise_dock.model.native.itemText(i) for i in range(denoise_dock.model.native.count())]
+    assert "adl-2d-gray (2D gray)" in texts and "mine (2D gray, yours)" in texts
+    denoise_dock.model.value = "mine"
+    denoise_dock.image.value = rgb  # it cannot denoise colour: the bundled one for the data instead
+    assert denoise_dock.model.value == ui.AUTO_MODEL and "mine" not in denoise_dock.model.choices
+
+
+def test_fine_tune_estimates_the_time_in_the_background(viewer, qtbot):
+    widget = add_widget(viewer, "Fine-tune")
+    assert widget.estimate.value == "choose images to estimate"
+    widget.images.value = [viewer.add_image(data.camera()[:96, :128], name="gray")]
+    qtbot.waitUntil(lambda: widget.estimate.value.startswith("about"), timeout=60_000)
+    assert "600 steps" in widget.estimate.value  # the cpu preset's, for 2D
+    widget.steps.value = 7
+    qtbot.waitUntil(lambda: widget.estimate.value.endswith("for 7 steps"), timeout=60_000)
+    qtbot.waitUntil(lambda: widget._estimating is None, timeout=60_000)
 
 
 def test_a_failure_at_once_still_reaches_the_status_line(viewer, qtbot, monkeypatch, tmp_path):

@@ -14,6 +14,12 @@ from ._dock import Dock
 from ._layers import on_close
 
 
+class JobError(Exception):
+    """A job's RuntimeError (torch's, such as running out of memory), under another name:
+    superqt's workers take a RuntimeError for a deleted Qt object and drop it, without an error
+    or a finished signal, which would leave the dock busy for good."""
+
+
 def start_job(
     job: Callable[[], Generator[Any, None, Any]],
     description: str,
@@ -34,7 +40,10 @@ def start_job(
     """
 
     def work():
-        return (yield from job())
+        try:
+            return (yield from job())
+        except RuntimeError as exc:  # superqt would take it for a deleted Qt object and drop it
+            raise JobError(str(exc)) from exc
 
     # errors are shown as notifications below, so the factory must not re-raise them
     worker = create_worker(work, _start_thread=False, _ignore_errors=True)

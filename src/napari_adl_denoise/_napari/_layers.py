@@ -11,8 +11,9 @@ from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image
 from psygnal import Signal
 from qtpy.QtCore import QSignalBlocker
+from qtpy.QtWidgets import QComboBox
 
-from ..weights import list_models
+from ..weights import ModelInfo, list_models
 
 AUTO_MODEL = "bundled model for the data"
 MODEL_FILE = "model file..."
@@ -48,48 +49,93 @@ def default_mode(layers: list[Image]) -> str:
     return VOLUME
 
 
+def model_label(info: ModelInfo) -> str:
+    """How a model is listed: its name, the data it denoises and whether it is yours."""
+    return f"{info.name} ({info.data_kind}{'' if info.bundled else ', yours'})"
+
+
 def model_widgets(
-    label: str = "Model", kind: Callable[[], str | None] = lambda: None
+    label: str = "Model",
+    kind: Callable[[], str | None] = lambda: None,
+    layouts: Callable[[], set[tuple[int, int]] | None] = lambda: None,
 ) -> tuple[ComboBox, FileEdit]:
     """A model choice (the bundled one for the data, a model's name, or a file) and its file box.
 
     The names (bundled, then the user's models; of network family ``kind()`` when that is not
-    None) are read again whenever the dock's choices are reset: when layers change, the method
-    changes, or a model is saved among the user's (see :func:`keep_fresh`)."""
+    None; taking ``(spatial_dims, in_channels)`` in ``layouts()`` when that is not None) are
+    listed with the data they denoise, and read again whenever the dock's choices are reset: when
+    layers change, the method changes, or a model is saved among the user's (see
+    :func:`keep_fresh`). The choice's value is the bare name, as the API takes it."""
 
-    def names(_) -> list[str]:
-        wanted = kind()
-        models = (m.name for m in list_models() if wanted is None or m.config.kind == wanted)
-        return [AUTO_MODEL, *models, MODEL_FILE]
+    def names(_) -> list[tuple[str, str]]:
+        wanted, fits = kind(), layouts()
+        models = [
+            (model_label(m), m.name)
+            for m in list_models()
+            if (wanted is None or m.config.kind == wanted)
+            and (fits is None or (m.config.spatial_dims, m.config.in_channels) in fits)
+        ]
+        return [(AUTO_MODEL, AUTO_MODEL), *models, (MODEL_FILE, MODEL_FILE)]
 
     choice = _ModelChoice(
         label=label,
         choices=names,
         tooltip="The network: the method's bundled one for the data (2D gray, 2D RGB or 3D), one "
-        "of yours (Fine-tune saves them by name), or a .safetensors file.",
+        "of yours (Fine-tune saves them by name), or a .safetensors file. Only models that can "
+        "process the chosen data are listed, each with the data it denoises.",
     )
+    narrow(choice)
     file = FileEdit(
         label="Model file", filter="*.safetensors", visible=False, tooltip="A .safetensors model file."
     )
     return choice, file
 
 
+def narrow(choice: ComboBox, characters: int = 16) -> None:
+    """Let a choice box be narrower than its longest entry (shown in full when opened), so long
+    model names never widen a dock past its scroll area."""
+    box = choice.native
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(characters)
+
+
 class _ModelChoice(ComboBox):
-    """The model list, kept in order: magicgui appends a new choice (a model just saved) at the
-    end, below "model file..."."""
+    """The model list, kept in order (magicgui appends a new choice, a model just saved, at the
+    end, below "model file..."), and keeping the chosen model while it is still listed."""
 
     def reset_choices(self, *_: Any) -> None:
-        super().reset_choices()
-        wanted = list(self._default_choices(self))  # names (strings), see model_widgets
+        wanted = list(self._default_choices(self))  # (label, name) pairs, see model_widgets
         box = self.native
-        if [box.itemText(i) for i in range(box.count())] == wanted:
+        if [(box.itemText(i), box.itemData(i)) for i in range(box.count())] == wanted:
             return
-        current = box.currentText()
+        before = box.currentData()
+        names = [name for _, name in wanted]
         with QSignalBlocker(box):
             box.clear()
-            for name in wanted:
-                box.addItem(name, name)
-            box.setCurrentIndex(max(box.findText(current), 0))
+            for text, name in wanted:
+                box.addItem(text, name)
+            box.setCurrentIndex(names.index(before) if before in names else 0)
+        if box.currentData() != before:
+            self.changed.emit(self.value)
+
+
+def data_layouts(layers: list[Image], mode: str) -> set[tuple[int, int]] | None:
+    """The ``(spatial_dims, channels)`` of ``layers`` processed in ``mode``; None when there
+    are none or they mix kinds."""
+    found = set()
+    for layer in layers:
+        layout = layout_args(layer, mode)
+        found.add((layout["spatial_dims"], 1 if layout["channel_axis"] is None else 3))
+    return found if len(found) == 1 else None
+
+
+def denoise_layouts(layer: Image | None, mode: str) -> set[tuple[int, int]] | None:
+    """The ``(spatial_dims, in_channels)`` of the models that can denoise ``layer`` in ``mode``:
+    its own, and 2D models for volumes too (they denoise a volume along its three planes)."""
+    if layer is None:
+        return None
+    ((spatial_dims, channels),) = data_layouts([layer], mode)
+    return {(2, channels), (spatial_dims, channels)}
 
 
 def model_arg(choice: ComboBox, file: FileEdit) -> str | None:

@@ -33,6 +33,7 @@ from ._layers import (
     SLICES,
     VOLUME,
     default_mode,
+    denoise_layouts,
     image_choices,
     keep_fresh,
     layer_array,
@@ -88,13 +89,6 @@ class DenoiseWidget(JobDock):
             "its first stage), in the image's units, centred on zero; for RGB one layer per "
             "channel. Costs about half a run more.",
         )
-        self.model, self.model_file = model_widgets(kind=lambda: get_method(self.method.value).model_kind)
-        self.device = ComboBox(
-            label="Device",
-            choices=["auto", *available_devices()],
-            value="auto",
-            tooltip="Where the network runs: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
-        )
         self.mode = ComboBox(
             label="Process as",
             choices=[SLICES, VOLUME],
@@ -103,6 +97,16 @@ class DenoiseWidget(JobDock):
             tooltip="A stack: each 2D slice with a 2D model, or each 3D volume (the last three "
             "axes), with a 3D model or a 2D model along all three axes, averaged (the default). "
             "Single-plane and RGB stacks default to 2D slices.",
+        )
+        self.model, self.model_file = model_widgets(  # the method's models that fit the image
+            kind=lambda: get_method(self.method.value).model_kind,
+            layouts=lambda: denoise_layouts(self.image.value, self.mode.value),
+        )
+        self.device = ComboBox(
+            label="Device",
+            choices=["auto", *available_devices()],
+            value="auto",
+            tooltip="Where the network runs: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
         )
         self.tile = SpinBox(
             label="Tile size (px, 0: auto)",
@@ -154,7 +158,8 @@ class DenoiseWidget(JobDock):
         )
         self.preview_button.changed.connect(self.preview)
         self.image.changed.connect(self._default_mode)
-        self.method.changed.connect(self.model.reset_choices)  # each method lists its own models
+        for widget in (self.method, self.image, self.mode):  # each method lists its own models
+            widget.changed.connect(self.model.reset_choices)  # for the image
         for widget in (
             self.image,
             self.method,
