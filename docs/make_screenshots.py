@@ -82,24 +82,25 @@ def compare(viewer) -> None:
 
 
 def fine_tune(viewer) -> None:
+    """A noisy-only fine-tune, mid-run: the live curve, progress and time left."""
     folder = user_models_dir()
     made = not folder.exists()
     clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
-    noisy.visible = False
+    clean.visible = False
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
-    widget.images.value = [clean]
-    widget.noise.value = "speckle"
-    widget.sigma_max.value = 40
-    widget.steps.value = 30
+    widget.data.value = "noisy"
+    widget.images.value = [noisy]
+    widget.steps.value = 60
     output = folder / "my-microscope.safetensors"
     widget.output.value = output
     widget.run_button.native.click()
-    wait(lambda: widget._worker is None)
+    wait(lambda: len(widget.curve.scores) >= 5 or widget._worker is None)
     shot(viewer, "fine-tune.png")
-    output.unlink()
+    widget.cancel_button.native.click()
+    wait(lambda: widget._worker is None)
     if made:
-        folder.rmdir()
         with contextlib.suppress(OSError):  # not empty: it held more than this script made
+            folder.rmdir()
             folder.parent.rmdir()
 
 
