@@ -25,7 +25,8 @@ from napari_adl_denoise.io import write_image
 from napari_adl_denoise.training import TrainingConfig, fine_tune
 from napari_adl_denoise.training.engine import STOP
 from napari_adl_denoise.training.self_supervised import (
-    _cells,
+    _take,
+    blind_spot_input,
     blind_spot_loss,
     neighbor2neighbor_loss,
     neighbour_pair,
@@ -91,7 +92,14 @@ def test_noisy_images_alone_improve_on_the_starting_model(tmp_path):
     assert held_out_gain(path) > 0.15
 
 
-def test_stop_saves_the_best_weights_so_far(tmp_path):
+def test_stop_scores_the_latest_steps_and_saves_the_best_weights_so_far(tmp_path, monkeypatch):
+    from napari_adl_denoise.training import engine
+
+    validated = []
+    original = engine._Trainer._validate
+    monkeypatch.setattr(
+        engine._Trainer, "_validate", lambda self: validated.append(self.state.step) or original(self)
+    )
     output = tmp_path / "s.safetensors"
     run = fine_tune([NOISY], output, mode="noisy", model="adl-2d-gray", steps=1000)
     records = [next(run), next(run), next(run)]
@@ -100,7 +108,8 @@ def test_stop_saves_the_best_weights_so_far(tmp_path):
     except StopIteration as stop:
         assert stop.value == output
     assert records[-1].step == 2 and output.is_file()
-    assert model_info(output).card["steps"] in (0, 1, 2)
+    assert validated == [0, 2]  # step 2 was not a validation step, so stopping scored it
+    assert model_info(output).card["steps"] in (0, 2)
 
 
 def test_the_time_cap_stops_and_saves(tmp_path):
@@ -123,7 +132,7 @@ def test_the_time_cap_stops_and_saves(tmp_path):
         ({"mode": "pairs", "targets": [CLEAN], "validation": [CLEAN]}, "holds out part of each pair"),
         ({"mode": "smart"}, "mode must be one of clean, pairs, noisy"),
         ({"preset": "tpu"}, "preset must be one of cpu, gpu"),
-        ({"preset": "gpu"}, "preset 'gpu' needs a CUDA or MPS device"),
+        ({"preset": "gpu"}, "preset 'gpu' runs on a CUDA or MPS device"),
         ({"max_minutes": 0}, "must be positive"),
         ({"mode": "noisy", "adversarial": True}, "adversarial fine-tuning needs clean images"),
     ],
@@ -146,19 +155,30 @@ def test_noisy_mode_refuses_adversarial_phases():
         TrainingConfig(name="x", data=data_cfg)
     with pytest.raises(ValueError, match="go with data.mode pairs"):
         TrainingConfig(name="x", data={"train": ["a"], "val": ["b"], "train_targets": ["c"]})
+    with pytest.raises(ValueError, match="needs both train_targets and val_targets"):
+        TrainingConfig(name="x", data={"train": ["a"], "val": ["b"], "mode": "pairs", "train_targets": ["c"]})
 
 
-@pytest.mark.parametrize("shape", [(2, 1, 8, 6), (1, 2, 4, 6, 2)])
+@pytest.mark.parametrize("shape", [(2, 1, 8, 6), (1, 2, 4, 6, 2), (1, 1, 9, 7)])
 def test_neighbour_subimages_take_two_adjacent_pixels_of_every_cell(shape):
-    x = torch.arange(int(np.prod(shape)), dtype=torch.float32).reshape(shape)
-    first, second = neighbour_pair(x.shape, torch.Generator().manual_seed(0))
-    cells = _cells(x)
-    assert cells.shape == (*shape[:2], *(s // 2 for s in shape[2:]), 2 ** (len(shape) - 2))
-    bits = first ^ second  # exactly one axis differs: direct neighbours, never the same pixel
-    assert ((bits & (bits - 1)) == 0).all() and (bits > 0).all()
+    """Decoded back to coordinates: every pair is two direct neighbours of one 2x2(x2) cell,
+    and the same choice applies to every channel and to the network's output."""
+    spatial = shape[2:]
+    coords = torch.stack(torch.meshgrid(*(torch.arange(s) for s in spatial), indexing="ij"))
+    first, second = neighbour_pair(torch.Size(shape), torch.Generator().manual_seed(0))
+    picked = []
+    for index in (first, second):
+        axes = [_take(c.expand(*shape).float(), index) for c in coords]
+        picked.append(torch.stack(axes))  # (d, N, C, *S/2): the coordinates taken
+    a, b = picked
+    assert ((a - b).abs().sum(dim=0) == 1).all()  # direct neighbours
+    cell = torch.stack(torch.meshgrid(*(torch.arange(s // 2) for s in spatial), indexing="ij"))
+    for p in picked:
+        assert (torch.div(p, 2, rounding_mode="floor") == cell[:, None, None]).all()  # inside the cell
+        assert (p[:, :, :1] == p[:, :, -1:]).all()  # the same pixels in every channel
 
 
-def test_self_supervised_losses_train_the_denoiser_and_never_see_a_pixels_own_value():
+def test_self_supervised_losses_train_the_denoiser():
     net = torch.nn.Conv2d(1, 1, 3, padding=1)
     noisy = torch.rand(2, 1, 32, 32)
     for loss_fn in (neighbor2neighbor_loss, blind_spot_loss):
@@ -166,11 +186,19 @@ def test_self_supervised_losses_train_the_denoiser_and_never_see_a_pixels_own_va
         loss, parts = loss_fn(net, noisy, generator=torch.Generator().manual_seed(1))
         loss.backward()
         assert torch.isfinite(loss) and parts and net.weight.grad.abs().sum() > 0
-    # the identity is the blind spot's trivial solution; masking makes it pay the full noise
-    identity_loss, _ = blind_spot_loss(
-        lambda x: x, noisy, fraction=0.05, generator=torch.Generator().manual_seed(2)
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 16, 16), (2, 1, 8, 8, 8)])
+def test_the_blind_spot_never_shows_a_pixel_its_own_value(shape):
+    values = torch.randperm(int(np.prod(shape))).float().reshape(shape)  # every value distinct
+    masked, mask = blind_spot_input(values, fraction=0.5, generator=torch.Generator().manual_seed(3))
+    where = mask.expand(shape)
+    assert mask.sum() > 0 and (masked[where] != values[where]).all()
+    assert (masked[~where] == values[~where]).all()
+    moved = (
+        values.reshape(shape[0], shape[1], -1)[:, :1] == masked.reshape(shape[0], shape[1], -1)[:, :1, None]
     )
-    assert identity_loss > 0.01
+    assert moved.any()  # taken from the same patch
 
 
 def test_your_models_can_be_renamed_exported_and_deleted(tiny_2d, user_models, tmp_path, capsys):

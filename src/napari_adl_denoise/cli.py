@@ -393,12 +393,14 @@ def _fine_tune(args: argparse.Namespace) -> int:
         device=args.device,
         adversarial=args.adversarial,
     )
-    stopping = []
+    stopping: list[bool] = []  # one entry per Ctrl-C: whether training had started then
+    started = False
 
     def stop_soon(*_) -> None:  # the first Ctrl-C stops and saves the best weights so far
         signal.signal(signal.SIGINT, previous)  # a second one interrupts at once
-        stopping.append(STOP)
-        print("\nstopping: saving the best weights so far", file=sys.stderr)
+        stopping.append(started)
+        saving = "saving the best weights so far" if started else "nothing trained, nothing saved"
+        print(f"\nstopping: {saving}", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, stop_soon)
     try:
@@ -406,6 +408,10 @@ def _fine_tune(args: argparse.Namespace) -> int:
             try:
                 while True:
                     record = steps.send(STOP if stopping else None)
+                    if stopping and not stopping[0]:  # stopped while loading: the starting model
+                        steps.close()
+                        return 130
+                    started = True
                     bar.total = record.total
                     bar.n = record.step
                     bar.refresh()

@@ -43,7 +43,7 @@ def start_job(
         try:
             return (yield from job())
         except RuntimeError as exc:  # superqt would take it for a deleted Qt object and drop it
-            raise JobError(str(exc)) from exc
+            raise JobError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
     # errors are shown as notifications below, so the factory must not re-raise them
     worker = create_worker(work, _start_thread=False, _ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ class FineTuneWidget(JobDock):
         self._stopping = False
         self._estimates: dict[tuple, float | str] = {}  # the same choices take as long again
         self._estimating = None  # the estimate worker in flight
+        self._estimate_stale = False  # a run started while it timed
         self._estimate_again = False  # choices changed while it ran
         self._mode, self._cap, self._elapsed = "clean", 0.0, 0.0  # of the last run
         self.about = Label(value=ABOUT["clean"])
@@ -156,8 +158,9 @@ class FineTuneWidget(JobDock):
             max=1_000_000,
             step=100,
             value=0,
-            tooltip="Training steps (one batch of patches each); 0 = the preset's. The preset's "
-            "time cap still applies; the best weights on the held-out fifth are kept.",
+            tooltip="Training steps (one batch of patches each); 0 = the preset's, with its time cap. "
+            "Steps of your own run to their end (Stop and save ends them sooner); the best "
+            "weights on the held-out fifth are kept.",
         )
         self.lr = ComboBox(
             label="Learning rate",
@@ -381,7 +384,12 @@ class FineTuneWidget(JobDock):
         worker = create_worker(_timed, request, _start_thread=False, _ignore_errors=True)
 
         def estimated(seconds: float | str) -> None:
-            self._estimates[key] = seconds
+            if self._estimate_stale:  # a run started meanwhile and shared the CPU: not kept
+                self._estimate_stale = False
+                self._estimate_again = True
+                return
+            if not isinstance(seconds, str):
+                self._estimates[key] = seconds
             if not self._closed and _key(self._estimate_request()) == key:  # still the choices made
                 self.estimate.value = self._estimate_text(request, seconds)
 
@@ -402,7 +410,7 @@ class FineTuneWidget(JobDock):
             return f"cannot estimate: {seconds}"
         preset, sd = PRESETS[request["preset"]], request["spatial_dims"]
         steps = request["steps"] or preset.steps[sd]
-        cap = 60 * preset.minutes[sd]
+        cap = math.inf if request["steps"] else 60 * preset.minutes[sd]
         if seconds >= cap - 1:
             return f"about {_duration(cap)}: the time cap stops it before {steps} steps"
         return f"about {_duration(seconds)} for {steps} steps"
@@ -460,7 +468,7 @@ class FineTuneWidget(JobDock):
         self._scores = {}
         self._stopping = False
         self._mode = data
-        self._cap = 60 * preset.minutes[spatial_dims]
+        self._cap = math.inf if self.steps.value else 60 * preset.minutes[spatial_dims]
         total = self.steps.value or preset.steps[spatial_dims]
         self.curve.reset(SCORE_LABELS[data], total)
         self.progress.max, self.progress.value = total, 0
@@ -484,6 +492,7 @@ class FineTuneWidget(JobDock):
 
         self._elapsed = 0.0
         status = f"fine-tuning on {len(arrays)} {'pair' if data == 'pairs' else 'image'}(s)..."
+        self._estimate_stale = self._estimating is not None  # its timing would share the CPU
         self.start(
             lambda: fine_tune(arrays, target, **kwargs),
             "Fine-tune",

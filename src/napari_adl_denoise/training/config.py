@@ -235,6 +235,8 @@ class TrainingConfig(_Strict):
         data = self.data
         if (data.mode == "pairs") != bool(data.train_targets or data.val_targets):
             raise ValueError("data.train_targets and val_targets go with data.mode pairs, and it needs them")
+        if data.mode == "pairs" and not (data.train_targets and data.val_targets):
+            raise ValueError("data.mode pairs needs both train_targets and val_targets")
         if data.mode == "noisy" and (self.phases.adversarial or self.phases.discriminator_warmup):
             raise ValueError("data.mode noisy has no clean images for a discriminator: no adversarial phases")
         if self.phases.denoiser_warmup + self.phases.adversarial < 1:

@@ -48,9 +48,9 @@ __all__ = ["TrainProgress", "train"]
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 STOP = "stop"
-"""Sent into the run (``run.send(STOP)``): it checkpoints and returns the model file as it
-stands (the best weights so far), as if it had finished; closing the generator instead stops
-it without a return value."""
+"""Sent into a single-process run (``run.send(STOP)``): it scores the latest weights if the step
+was not a validation one, checkpoints and returns the model file as it stands (the best weights
+so far), as if it had finished; closing the generator instead stops it without a return value."""
 
 
 @dataclass(frozen=True)
@@ -335,7 +335,7 @@ class _Trainer:
                 for i in range(0, len(noisy), size)
             ]
             return {"score": float(np.mean(scores))}
-        restored = torch.cat([model(noisy[i : i + size]).float().cpu() for i in range(0, len(noisy), size)])
+        restored = torch.cat([model(noisy[i : i + size]) for i in range(0, len(noisy), size)])
         if not torch.isfinite(restored).all():
             raise ValueError(f"training diverged by step {self.state.step}; lower the learning rate")
         expand = (slice(None),) + (None,) * (restored.ndim - 1)
@@ -356,9 +356,9 @@ class _Trainer:
             return None
         self.generator.eval()
 
-        def model(x: torch.Tensor) -> torch.Tensor:
+        def model(x: torch.Tensor) -> torch.Tensor:  # scored on the CPU, where the patches are
             with _autocast(self.device, self.config.amp):
-                return self.generator(x.to(self.device)).float()
+                return self.generator(x.to(self.device)).float().cpu()
 
         with torch.no_grad():
             scores = self._scores(self.val.noisy, model)
@@ -438,6 +438,7 @@ class _Trainer:
             "sched_d": self.sched_d.state_dict(),
             "rng": rng,
             "torch_rng": torch.get_rng_state(),
+            "self_supervised_rng": self.torch_rng.get_state(),
         }
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(payload, tmp)
@@ -466,6 +467,8 @@ class _Trainer:
         self.sched_d.load_state_dict(payload["sched_d"])
         self.sampler.rng.bit_generator.state = payload["rng"][self.dist.rank]
         torch.set_rng_state(payload["torch_rng"].cpu())
+        if "self_supervised_rng" in payload:  # absent in checkpoints before noisy-only training
+            self.torch_rng.set_state(payload["self_supervised_rng"].cpu())
         self.state = _State(payload["step"], payload["best_psnr"], payload["elapsed"], payload["history"])
 
     # -- the loop ------------------------------------------------------------------------------
@@ -479,7 +482,7 @@ class _Trainer:
                 lr = self.opt_g.param_groups[0]["lr"]
                 command = yield TrainProgress("init", 0, total, {}, lr, 0.0, validation, self.dist.rank)
             else:
-                command = None
+                command = validation = None
             phase = None
             while self.state.step < total and command != STOP:
                 start = time.perf_counter()
@@ -519,6 +522,9 @@ class _Trainer:
                     validation,
                     self.dist.rank,
                 )
+            if command == STOP and validation is None and self.state.step > 0 and phase != "clean":
+                # the steps since the last validation count too: score them before stopping
+                self._keep_if_best(phase, self._validate())
             if command == STOP and self.state.step > self.checkpointed_at:
                 self._save_checkpoint()
             self.dist.barrier()  # no rank tears the group down while another is still in it

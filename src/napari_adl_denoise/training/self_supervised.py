@@ -18,7 +18,13 @@ import math
 
 import torch
 
-__all__ = ["blind_spot_loss", "neighbour_pair", "neighbour_score", "neighbor2neighbor_loss"]
+__all__ = [
+    "blind_spot_input",
+    "blind_spot_loss",
+    "neighbour_pair",
+    "neighbour_score",
+    "neighbor2neighbor_loss",
+]
 
 BLIND_SPOT_FRACTION = 0.02
 """Pixels masked per patch in the blind-spot loss (Noise2Void: 0.2-2%)."""
@@ -77,29 +83,41 @@ def neighbor2neighbor_loss(
     }
 
 
+def blind_spot_input(
+    noisy: torch.Tensor, fraction: float = BLIND_SPOT_FRACTION, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise2Void's masked input: a random ``fraction`` of the pixels (at least one per patch)
+    take the value of a random other pixel within 2 pixels (all channels alike); returns the
+    masked input and the mask (N, 1, *S). At a border, an offset that would leave the patch is
+    mirrored, so no pixel ever keeps its own value."""
+    n, c, *spatial = noisy.shape
+    mask = torch.rand((n, 1, *spatial), generator=generator) < fraction
+    mask.view(n, -1)[:, 0] |= ~mask.view(n, -1).any(dim=1)
+    offsets = torch.randint(-2, 3, (len(spatial), n, 1, *spatial), generator=generator)
+    still = (offsets == 0).all(dim=0)
+    offsets[0][still] = torch.where(torch.rand(int(still.sum()), generator=generator) < 0.5, -1, 1)
+    grids = torch.meshgrid(*(torch.arange(s) for s in spatial), indexing="ij")
+    flat = torch.zeros((n, 1, *spatial), dtype=torch.long)
+    for size, grid, offset in zip(spatial, grids, offsets, strict=True):
+        source = grid + offset
+        source = torch.where((source < 0) | (source >= size), grid - offset, source).clamp(0, size - 1)
+        flat = flat * size + torch.where(mask, source, grid)
+    flat = flat.to(noisy.device).expand(n, c, *spatial).reshape(n, c, -1)
+    masked = noisy.reshape(n, c, -1).gather(-1, flat).reshape(noisy.shape)
+    return masked, mask.to(noisy.device)
+
+
 def blind_spot_loss(
     model: torch.nn.Module,
     noisy: torch.Tensor,
     fraction: float = BLIND_SPOT_FRACTION,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Noise2Void's loss: masked pixels take a random neighbour's value (within 2 pixels, never
-    their own); the squared error to the noisy input is counted at those pixels only."""
-    n, c, *spatial = noisy.shape
-    mask = torch.rand((n, 1, *spatial), generator=generator) < fraction
-    mask.view(n, -1)[:, 0] |= ~mask.view(n, -1).any(dim=1)  # at least one pixel per patch
-    offsets = torch.randint(-2, 3, (len(spatial), n, 1, *spatial), generator=generator)
-    still = (offsets == 0).all(dim=0)
-    offsets[0][still] = torch.where(torch.rand(int(still.sum()), generator=generator) < 0.5, -1, 1)
-    grids = torch.meshgrid(*(torch.arange(s) for s in spatial), indexing="ij")
-    flat = torch.zeros((n, 1, *spatial), dtype=torch.long)
-    for axis, (size, grid) in enumerate(zip(spatial, grids, strict=True)):
-        source = (grid + offsets[axis]).clamp(0, size - 1)
-        flat = flat * size + torch.where(mask, source, grid)
-    flat = flat.to(noisy.device).expand(n, c, *spatial).reshape(n, c, -1)
-    masked = noisy.reshape(n, c, -1).gather(-1, flat).reshape(noisy.shape)
+    """Noise2Void's loss: the squared error to the noisy input at the masked pixels of
+    :func:`blind_spot_input` only."""
+    masked, mask = blind_spot_input(noisy, fraction, generator)
     out = model(masked)
-    weight = mask.to(noisy.device).expand_as(noisy).float()
+    weight = mask.expand_as(noisy).float()
     loss = torch.sum((out - noisy) ** 2 * weight) / weight.sum()
     return loss, {"blind_spot": float(loss.detach())}
 
