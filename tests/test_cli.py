@@ -118,6 +118,9 @@ def test_stack_slice_by_slice(tmp_path):
         (["denoise", "{tmp}/in.png", "{tmp}/o.bmp", "--method", "tv"], "unsupported file type 'o.bmp'"),
         (["denoise", "{tmp}/bad.tif", "{tmp}/o.tif", "--method", "tv"], "cannot read"),
         (["denoise", "{tmp}/in.png", "{tmp}/no/dir/o.png", "--method", "tv"], "output folder does not exist"),
+        (["denoise", "{tmp}/in.png", "{tmp}/in.png", "--method", "tv"], "is an input; choose another file"),
+        (["noise", "{tmp}/in.png", "{tmp}/in.png"], "is an input; choose another file"),
+        (["noise", "{tmp}/in.png", "{tmp}/no/dir/o.png"], "output folder does not exist"),
         (
             ["denoise", "{tmp}/in.png", "{tmp}/o.png", "--model", "{tmp}/absent.safetensors"],
             "model file not found",
@@ -126,10 +129,12 @@ def test_stack_slice_by_slice(tmp_path):
 )
 def test_bad_paths_and_formats_exit_2_with_one_line(args, message, noisy_png, tmp_path, capsys):
     (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    before = noisy_png.read_bytes()
     code = main([a.format(tmp=tmp_path) for a in args])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert noisy_png.read_bytes() == before  # the input is never overwritten
 
 
 def test_console_script_lists_methods_and_models():

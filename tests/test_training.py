@@ -242,6 +242,27 @@ def test_stopping_keeps_the_best_model_and_a_resumable_checkpoint(images, tmp_pa
     assert records[0].step == 8
 
 
+def test_resume_without_a_checkpoint_and_bad_checkpoints_say_so_in_one_line(images, tmp_path):
+    config = tiny_config(images, tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume in"):
+        train(config, resume=True)
+    (tmp_path / "run").mkdir()
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="is truncated or not a checkpoint; delete it to start over"):
+        train(config, resume=True)
+    ran = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (ran,))
+
+    torch.save({"step": Payload()}, checkpoint)
+    with pytest.raises(ValueError, match="was refused by the safe loader"):
+        train(config, resume=True)
+    assert not ran.exists()
+
+
 ADAPTIVE_CNN = {"kind": "adaptive_cnn", "feature_channels": [4, 4], "feature_kernels": [3, 5]}
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -185,13 +187,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output(output: str, *inputs: str) -> None:
+    """Fail before the work, not after it: an unsupported extension, a missing or read-only
+    folder, or a path that is one of the inputs (they are never overwritten)."""
+    from .io import image_format
+
+    image_format(output)
+    path = Path(output)
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write to the output folder {folder}")
+    for source in inputs:
+        if path.exists() and Path(source).exists() and path.samefile(source):
+            raise ValueError(
+                f"output {output} is an input; choose another file (inputs are never overwritten)"
+            )
+
+
 def _denoise(args: argparse.Namespace) -> int:
 
     from .inference import _layout, iter_denoise, join_alpha, split_alpha
     from .io import image_format, read_image, write_image
     from .methods import get_method, plan_denoise
 
-    image_format(args.output)  # reject bad output names and options before any work
+    _check_output(args.output, args.input)  # bad output names and options fail before any work
+    if args.noise_map:
+        _check_output(args.noise_map, args.input, args.output)
     noise_map = get_method(args.method).noise_map if args.noise_map else None
     if args.noise_map:
         if image_format(args.noise_map) in ("png", "jpeg"):
@@ -270,10 +293,10 @@ def _colour_axis(src, given: int | None) -> int | None:
 
 
 def _noise(args: argparse.Namespace) -> int:
-    from .io import image_format, read_image, write_image
+    from .io import read_image, write_image
     from .noise import add_noise
 
-    image_format(args.output)
+    _check_output(args.output, args.input)
     src = read_image(args.input)
     noisy = add_noise(
         src.data,

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import pickle
 import platform
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -225,7 +226,7 @@ class _Trainer:
         if resume and checkpoint.is_file():
             self._load(checkpoint)
         elif resume:
-            log.warning("no checkpoint in %s; starting from scratch", self.out)
+            raise FileNotFoundError(f"no checkpoint to resume in {self.out}; start the run without resume")
         elif checkpoint.exists() or self.model_path.exists():
             raise FileExistsError(f"{self.out} already holds a run; resume it or choose another output")
         if self.dist.rank == 0:
@@ -445,7 +446,13 @@ class _Trainer:
         self.checkpointed_at = self.state.step
 
     def _load(self, path: Path) -> None:
-        payload = torch.load(path, map_location=self.device, weights_only=True)  # no code from pickle
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=True)  # no code from pickle
+        except pickle.UnpicklingError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "unsafe content"
+            raise ValueError(f"{path} was refused by the safe loader ({first[:200]})") from None
+        except (RuntimeError, OSError, EOFError) as exc:
+            raise ValueError(f"{path} is truncated or not a checkpoint; delete it to start over") from exc
         if payload.get("model_config") != self.config.model.model_dump(mode="json"):
             raise ValueError(
                 f"{path} was trained with another model config; it cannot be resumed with this one"
