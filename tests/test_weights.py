@@ -72,7 +72,9 @@ def test_a_pickle_file_is_refused_and_never_executed(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "config", "shape", "nan"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "garbage", "foreign", "config", "shape", "nan", "int32", "card"]
+)
 def test_damaged_or_mismatched_files_give_one_line_errors(damage, tiny_2d, tmp_path):
     path = save_model(tiny_2d, tmp_path / "m.safetensors")
     tensors = {k: v.clone() for k, v in tiny_2d.state_dict().items()}
@@ -92,9 +94,42 @@ def test_damaged_or_mismatched_files_give_one_line_errors(damage, tiny_2d, tmp_p
         key = next(k for k, v in tensors.items() if v.is_floating_point())
         tensors[key][...] = float("nan")
         save_file(tensors, str(path), metadata)
+    elif damage == "int32":
+        save_file({k: v.to(torch.int32) for k, v in tensors.items()}, str(path), metadata)
+    elif damage == "card":
+        save_file(tensors, str(path), {**metadata, "card": "[1, 2]"})
     with pytest.raises(ModelFileError) as info:
         load_model(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_tiny_file_asking_for_a_huge_network_is_refused_before_anything_is_built(
+    user_models, monkeypatch, capsys
+):
+    """Its config is checked against its tensors' shapes from the header, on a network built on
+    the meta device; listing it or loading it allocates nothing."""
+    import napari_adl_denoise.weights as weights
+
+    huge = EfficientUnetConfig(spatial_dims=3, in_channels=3, filter_base=256, enhancer_kernel=15)
+    user_models.mkdir(parents=True)
+    path = user_models / "huge.safetensors"
+    metadata = {"format": "napari-adl-denoise/1", "config": huge.model_dump_json(), "card": "{}"}
+    save_file({"head.weight": torch.zeros(4)}, str(path), metadata)
+    assert path.stat().st_size < 5_000
+
+    from napari_adl_denoise.cli import main
+
+    real_build = weights.build_model
+
+    def meta_only(config):
+        assert torch.empty(0).device.type == "meta", "a network was built before its file was checked"
+        return real_build(config)
+
+    monkeypatch.setattr(weights, "build_model", meta_only)
+    with pytest.raises(ModelFileError, match="does not match its config"):
+        load_model(path)
+    assert "huge" not in {m.name for m in list_models()}
+    assert main(["models"]) == 0 and "huge" not in capsys.readouterr().out
 
 
 def test_missing_file_and_unknown_name(bundled, tmp_path):

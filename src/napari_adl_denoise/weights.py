@@ -18,6 +18,7 @@ place is loaded by name.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -234,7 +235,47 @@ def _read_metadata(path: Path) -> tuple[AnyConfig, dict[str, Any]]:
     except (KeyError, ValidationError, json.JSONDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelFileError(f"{path} has an invalid model config: {first}") from None
+    if not isinstance(card, dict):
+        raise ModelFileError(
+            f"{path} has an invalid model card: a JSON object is needed, got {type(card).__name__}"
+        )
+    stat = path.stat()
+    _check_tensors(str(path), stat.st_mtime_ns, stat.st_size, metadata["config"])
     return config, card
+
+
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+
+
+@functools.lru_cache(maxsize=256)
+def _check_tensors(path: str, mtime_ns: int, size: int, config_json: str) -> None:
+    """That the file's tensors are the ones its config builds (names, shapes, float dtypes),
+    from the file's header and a network built on the meta device: nothing is allocated, so a
+    small file whose config asks for a huge network costs nothing. Cached per file version."""
+    with torch.device("meta"):
+        expected = build_model(parse_config(config_json)).state_dict()
+    try:
+        with safe_open(path, framework="pt") as f:
+            stored = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    common = sorted(set(expected) & set(stored))
+    wrong = [k for k in common if tuple(expected[k].shape) != stored[k][0]]
+    dtype = [k for k in common if expected[k].is_floating_point() and stored[k][1] not in FLOAT_DTYPES]
+    if missing or unexpected or wrong or dtype:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", wrong),
+                ("not floating point", dtype),
+            )
+            if keys
+        )
+        raise ModelFileError(f"{path} does not match its config ({detail})")
 
 
 def list_models(*, user: bool = True) -> list[ModelInfo]:
@@ -307,29 +348,15 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
     """
     info = model_info(name_or_path)
     path, config = info.path, info.config
-    model = build_model(config)
-    expected = model.state_dict()
-    try:
+    try:  # model_info checked names, shapes and dtypes against the config before this
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for label, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("wrong shape", wrong),
-            )
-            if keys
-        )
-        raise ModelFileError(f"{path} does not match its config ({detail})")
     if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
         raise ModelFileError(f"{path} contains NaN or infinite weights")
+    model = build_model(config)
+    expected = model.state_dict()
     model.load_state_dict({k: t.to(expected[k].dtype) for k, t in tensors.items()})
     model.eval()
     return LoadedModel(info.name, model, config, info.card, path)
