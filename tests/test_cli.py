@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,33 @@ def test_bad_paths_and_formats_exit_2_with_one_line(args, message, noisy_png, tm
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert noisy_png.read_bytes() == before  # the input is never overwritten
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("garbage", "Cannot work out file type"),
+        ("negative", "its header gives a negative size, (-5, 8, 8)"),
+        ("huge", "its header asks for 100582.8 GiB of data but the file holds"),
+    ],
+)
+@pytest.mark.parametrize("command", ["denoise", "noise", "metrics"])
+def test_a_damaged_nifti_gives_one_line_in_every_command(damage, message, command, tmp_path, capsys):
+    good = tmp_path / "good.nii"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), good)
+    bad = tmp_path / "bad.nii"
+    raw = bytearray(good.read_bytes())
+    if damage == "garbage":
+        raw = bytearray(b"not a nifti" * 50)
+    else:
+        struct.pack_into("<hhh", raw, 42, *((-5, 8, 8) if damage == "negative" else (30000,) * 3))
+    bad.write_bytes(bytes(raw))
+    args = {"denoise": [str(bad), str(tmp_path / "o.nii"), "--method", "tv"],
+            "noise": [str(bad), str(tmp_path / "o.nii")],
+            "metrics": [str(good), str(bad)]}[command]  # fmt: skip
+    assert main([command, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_console_script_lists_methods_and_models():

@@ -8,6 +8,7 @@ written back as (x, y, z, t). Writes are atomic.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,23 @@ def read_image(path: str | os.PathLike) -> ImageFile:
         if fmt == "nifti":
             import nibabel as nib
 
-            img = nib.load(str(path))
-            data = np.asanyarray(img.dataobj)
+            try:
+                img = nib.load(str(path))
+            except nib.filebasedimages.ImageFileError as exc:
+                raise ValueError(str(exc)) from None
+            dims = tuple(int(d) for d in img.header["dim"][1 : 1 + int(img.header["dim"][0])])
+            if any(d < 0 for d in dims):
+                raise ValueError(f"its header gives a negative size, {dims}")
+            need = math.prod(dims) * img.get_data_dtype().itemsize
+            held = path.stat().st_size
+            if path.suffix == ".nii" and need > held:
+                raise ValueError(
+                    f"its header asks for {_size(need)} of data but the file holds {_size(held)}"
+                )
+            try:
+                data = np.asanyarray(img.dataobj)
+            except MemoryError:
+                raise ValueError(f"its header asks for {_size(need)}, more memory than is free") from None
             zooms = tuple(float(z) for z in img.header.get_zooms())
             if data.ndim > 3:  # (x, y, z, t, ...) -> (t, ..., x, y, z)
                 data = np.moveaxis(data, range(3, data.ndim), range(data.ndim - 3))
@@ -85,9 +101,16 @@ def read_image(path: str | os.PathLike) -> ImageFile:
         import imageio.v3 as iio
 
         return ImageFile(iio.imread(path), fmt)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, OverflowError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read {path} as {fmt}: {first}") from None
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes:.0f} bytes"
 
 
 def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | None = None) -> Path:
