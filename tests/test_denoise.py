@@ -320,3 +320,18 @@ def test_cuda_result_matches_cpu(tiny_2d):
     cpu = denoise(image, model=tiny_2d, device="cpu")
     gpu = denoise(image, model=tiny_2d, device="cuda")
     assert np.abs(cpu - gpu).max() < 0.02 * (cpu.max() - cpu.min())  # mixed precision
+
+
+def test_an_rgba_image_is_denoised_in_colour_and_keeps_its_alpha():
+    rgb = data.astronaut()[:96, :128].astype(np.float32)
+    noisy = add_noise(rgb, "gaussian", sigma=25, seed=0)
+    alpha = np.linspace(0, 255, rgb.shape[1], dtype=np.float32)[None, :, None].repeat(rgb.shape[0], 0)
+    rgba = np.concatenate([noisy, alpha], axis=-1)
+    before = rgba.copy()
+    result = denoise(rgba, method="tv")
+    assert result.shape == rgba.shape and result.dtype == np.float32
+    np.testing.assert_array_equal(result[..., 3], alpha[..., 0])  # the alpha exactly
+    np.testing.assert_allclose(result[..., :3], denoise(noisy, method="tv"), atol=1e-4)  # colour as RGB
+    np.testing.assert_array_equal(rgba, before)
+    planar = denoise(np.moveaxis(rgba, -1, 0), method="tv", channel_axis=0)  # any colour axis
+    np.testing.assert_allclose(np.moveaxis(planar, 0, -1), result, atol=1e-4)

@@ -65,8 +65,8 @@ def _layout(
 ) -> tuple[int, int, int | None]:
     """Validate the axes; returns (spatial_dims, channels, channel axis as a positive index)."""
     ndim = len(shape)
-    if channel_axis is None and spatial_dims is None and ndim == 3 and shape[-1] == 3:
-        channel_axis = -1  # an RGB image, as napari guesses it (no volume is 3 voxels wide)
+    if channel_axis is None and spatial_dims is None and ndim == 3 and shape[-1] in (3, 4):
+        channel_axis = -1  # an RGB(A) image, as napari guesses it (no volume is 3 or 4 voxels wide)
     if channel_axis is not None:
         if not -ndim <= channel_axis < ndim:
             raise ValueError(f"channel_axis={channel_axis} is out of range for a {ndim}D array")
@@ -132,6 +132,22 @@ def iter_denoise(
     if array.size == 0:
         raise ValueError(f"image is empty (shape {array.shape})")
     spatial_dims, channels, channel_axis = _layout(array.shape, channel_axis, spatial_dims)
+    if channels == 4:  # RGBA: the colour is denoised, the alpha kept exactly
+        colour = yield from iter_denoise(
+            np.take(array, [0, 1, 2], axis=channel_axis),
+            method,
+            model=model,
+            device=device,
+            tile_shape=tile_shape,
+            overlap=overlap,
+            channel_axis=channel_axis,
+            spatial_dims=spatial_dims,
+            intensity_range=intensity_range,
+            noise_model=noise_model,
+            **options,
+        )
+        alpha = np.take(array, [3], axis=channel_axis).astype(np.float32)
+        return np.concatenate([colour, alpha], axis=channel_axis)
     if spatial_dims not in chosen.spatial_dims:
         supported = " or ".join(f"{d}D" for d in chosen.spatial_dims)
         raise ValueError(f"method {method!r} denoises {supported} data, not {spatial_dims}D")
@@ -279,8 +295,9 @@ def denoise(
         result.
     channel_axis : int, optional
         Axis holding colour channels (e.g. -1 for an RGB image). Default: -1 for a 3D array
-        whose last axis has 3 entries when ``spatial_dims`` is not given (napari's RGB rule),
-        else none.
+        whose last axis has 3 or 4 entries when ``spatial_dims`` is not given (napari's RGB
+        rule), else none. With 4 channels (RGBA) the colour is denoised and the alpha returned
+        exactly as it was.
     spatial_dims : {2, 3}, optional
         2: denoise slice by slice over the last two axes; 3: the last three axes are a volume.
         Default: 2 for 2D data, 3 otherwise. Leading axes (time, slices) are looped over.
