@@ -216,6 +216,10 @@ def test_sigma_option_reaches_classical_methods():
         ({"image": np.eye(8), "intensity_range": (0, np.nan)}, "intensity_range"),
         ({"image": np.eye(8), "intensity_range": 5}, "intensity_range must be two finite numbers"),
         ({"image": np.eye(8), "intensity_range": (0, 1, 2)}, "intensity_range must be two finite numbers"),
+        ({"image": np.eye(8), "method": "nlm", "sigma": -1}, "sigma must be a finite number > 0, got -1"),
+        ({"image": np.eye(8), "method": "tv", "sigma": np.nan}, "sigma must be a finite number > 0"),
+        ({"image": np.eye(8), "method": "wavelet", "sigma": "x"}, "sigma must be a finite number > 0"),
+        ({"image": np.eye(8) * 1e300}, "exceed float32's range"),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(kwargs, message, tiny_2d):

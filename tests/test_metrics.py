@@ -188,3 +188,20 @@ def test_gmsd_is_zero_for_the_same_image_and_grows_with_lost_or_false_detail():
     )
     with pytest.raises(ValueError, match="2D images"):
         gmsd(np.ones((4, 8, 8)), np.ones((4, 8, 8)), data_range=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda a: metrics.ssim(a, a, channel_axis=5), "channel_axis=5 is out of range for 3D images"),
+        (lambda a: metrics.vifp(a, a, channel_axis=-4), "channel_axis=-4 is out of range"),
+        (lambda a: metrics.gmsd(a, a, channel_axis=3), "channel_axis=3 is out of range"),
+        (lambda a: metrics.psnr(a, a + 1, data_range="x"), "data_range must be a finite number > 0, got 'x'"),
+        (lambda a: metrics.ssim(a, a, data_range=None, channel_axis="last"), "channel_axis='last'"),
+    ],
+)
+def test_bad_metric_arguments_are_one_line_errors(call, message):
+    image = np.random.default_rng(0).random((80, 80, 3))
+    with pytest.raises(ValueError, match=message) as info:
+        call(image)
+    assert "\n" not in str(info.value)

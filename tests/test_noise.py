@@ -144,3 +144,9 @@ def test_estimate_noise_recovers_sigma_in_the_same_units(sigma):
     rgb = add_noise(data.astronaut(), sigma=sigma, seed=0)
     assert abs(estimate_noise(rgb, channel_axis=-1) / sigma - 1) < 0.2
     assert estimate_noise(noisy, relative=False) == pytest.approx(sigma, rel=0.15)
+
+
+@pytest.mark.parametrize("dtype", [bool, complex, object])
+def test_estimate_noise_refuses_non_numeric_images(dtype):
+    with pytest.raises(ValueError, match="image dtype must be integer or floating point"):
+        estimate_noise(np.ones((32, 32), dtype=dtype))

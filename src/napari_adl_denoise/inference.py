@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,14 @@ def iter_denoise(
         )
     if model is not None and not chosen.learned:
         raise ValueError(f"model= applies to learned methods only, not to {method!r}")
+    sigma = options.get("sigma")
+    if sigma is not None:
+        try:
+            valid = math.isfinite(float(sigma)) and float(sigma) > 0
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
 
     array = np.asarray(image)
     if array.dtype.kind not in "uif":
@@ -153,6 +162,10 @@ def iter_denoise(
         raise ValueError(f"method {method!r} denoises {supported} data, not {spatial_dims}D")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("image contains NaN or infinite values")
+    if array.dtype.itemsize > 4 and max(-float(array.min()), float(array.max())) > float(
+        np.finfo(np.float32).max
+    ):
+        raise ValueError("image values exceed float32's range (3.4e38), the result's type: rescale it first")
 
     # Canonical layout (items, channels, *spatial); views where possible, never written to.
     canonical = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array[None]

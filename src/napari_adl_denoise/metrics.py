@@ -27,11 +27,17 @@ __all__ = [
 VIFP_MIN_SIZE = 65  # four scales of valid filtering (17, 9, 5, 3 taps) and halving
 
 
-def _pair(reference: npt.ArrayLike, test: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _pair(
+    reference: npt.ArrayLike, test: npt.ArrayLike, channel_axis: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     ref = np.asarray(reference)
     tst = np.asarray(test)
     if ref.shape != tst.shape:
         raise ValueError(f"reference and test shapes differ: {ref.shape} vs {tst.shape}")
+    if channel_axis is not None and (
+        not isinstance(channel_axis, int | np.integer) or not -ref.ndim <= channel_axis < ref.ndim
+    ):
+        raise ValueError(f"channel_axis={channel_axis!r} is out of range for {ref.ndim}D images")
     for name, a in (("reference", ref), ("test", tst)):
         if a.dtype.kind not in "uifb" or a.size == 0:
             raise ValueError(f"{name} must be a non-empty real array, got dtype {a.dtype}")
@@ -41,6 +47,11 @@ def _pair(reference: npt.ArrayLike, test: npt.ArrayLike) -> tuple[np.ndarray, np
 
 
 def _data_range(ref: np.ndarray, data_range: float | None) -> float:
+    if data_range is not None:
+        try:
+            data_range = float(data_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"data_range must be a finite number > 0, got {data_range!r}") from None
     if data_range is None:
         data_range = float(ref.max() - ref.min())
         if data_range == 0:
@@ -75,7 +86,7 @@ def ssim(
     """Structural similarity (scikit-image; 7-pixel window in 2D and 3D)."""
     from skimage.metrics import structural_similarity
 
-    ref, tst = _pair(reference, test)
+    ref, tst = _pair(reference, test, channel_axis)
     spatial = [s for a, s in enumerate(ref.shape) if channel_axis is None or a != channel_axis % ref.ndim]
     if min(spatial) < 7:
         raise ValueError(f"ssim needs at least 7 pixels along every spatial axis, got shape {ref.shape}")
@@ -93,7 +104,7 @@ def delta_e(
     """
     from skimage.color import deltaE_ciede2000, rgb2lab
 
-    ref, tst = _pair(reference, test)
+    ref, tst = _pair(reference, test, channel_axis)
     if ref.ndim < 3 or ref.shape[channel_axis] != 3:
         raise ValueError(f"delta_e needs RGB images with 3 channels on axis {channel_axis}, got {ref.shape}")
     if data_range is None:
@@ -167,7 +178,7 @@ def vifp(
     ``data_range`` spans 255. Channels are scored separately and averaged. 1 means identical,
     lower is worse, above 1 means contrast enhancement.
     """
-    ref, tst = _pair(reference, test)
+    ref, tst = _pair(reference, test, channel_axis)
     gain = 255.0 / _data_range(ref, data_range)
     if channel_axis is None:
         return _vifp_single(ref * gain, tst * gain, sigma_nsq)
@@ -192,7 +203,7 @@ def detail_ratio(reference: npt.ArrayLike, test: npt.ArrayLike, channel_axis: in
     it beside PSNR: a denoiser that keeps detail sits closer to 1 at a similar PSNR. Channels
     (``channel_axis``) are pooled; the scale cancels, so no ``data_range`` is needed.
     """
-    ref, tst = _pair(reference, test)
+    ref, tst = _pair(reference, test, channel_axis)
     if channel_axis is not None:
         ref, tst = np.moveaxis(ref, channel_axis, 0), np.moveaxis(tst, channel_axis, 0)
     first = 1 if channel_axis is not None else 0
@@ -228,7 +239,7 @@ def gmsd(
     """
     from scipy.ndimage import convolve, uniform_filter
 
-    ref, tst = _pair(reference, test)
+    ref, tst = _pair(reference, test, channel_axis)
     gain = 255.0 / _data_range(ref, data_range)
     if channel_axis is not None:
         weights = np.array([0.299, 0.587, 0.114])

@@ -247,7 +247,10 @@ def estimate_noise(image: npt.ArrayLike, *, channel_axis: int | None = None, rel
     """
     from skimage.restoration import estimate_sigma
 
-    x = np.asarray(image, dtype=np.float64)
+    x = np.asarray(image)
+    if x.dtype.kind not in "uif":
+        raise ValueError(f"image dtype must be integer or floating point, got {x.dtype}")
+    x = x.astype(np.float64)
     if x.size == 0 or not np.isfinite(x).all():
         raise ValueError("image must be non-empty and free of NaN or infinite values")
     sigma = float(estimate_sigma(x, channel_axis=channel_axis, average_sigmas=True))
