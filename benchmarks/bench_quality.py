@@ -156,9 +156,10 @@ def child(spec: dict) -> dict:
     for k, (_, image) in enumerate(images):
         for c, (label, kind, params, masked) in enumerate(conditions(spec)):
             clean = _masked(image) if masked else image
-            seed = 1000 * params["sigma"] + k
             if spec.get("real_noise") or spec.get("gaussian_speckle"):
                 seed = (200_000 if spec.get("gaussian_speckle") else 100_000) + 1000 * c + k
+            else:
+                seed = 1000 * params["sigma"] + k
             noisy = add_noise(clean, kind, seed=seed, **params)
             if masked:
                 noisy = np.where(clean > 0, noisy, 0).astype(np.float32)
