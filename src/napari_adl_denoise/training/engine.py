@@ -244,13 +244,7 @@ class _Trainer:
                 loss, parts = blind_spot_loss(self.g_train, batch.noisy, generator=self.torch_rng)
             else:
                 loss, parts = neighbor2neighbor_loss(self.g_train, batch.noisy, w.gamma, self.torch_rng)
-        loss = loss.float()
-        if not torch.isfinite(loss):
-            raise ValueError(f"training diverged at step {self.state.step + 1}; lower the learning rate")
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
-        return {**parts, "denoiser": float(loss.detach())}
+        return self._update_denoiser(loss.float(), parts)
 
     def _generator_step(self, batch: Batch, phase: str) -> dict[str, float]:
         if self.self_supervised:
@@ -293,6 +287,9 @@ class _Trainer:
             ramp = 1 + w.adversarial_ramp * (self.state.step - phases.adversarial_start) / phases.adversarial
             loss = loss + w.adversarial * ramp * adv
             parts["adversarial"] = float(adv.detach())
+        return self._update_denoiser(loss, parts)
+
+    def _update_denoiser(self, loss: torch.Tensor, parts: dict[str, float]) -> dict[str, float]:
         if not torch.isfinite(loss):
             raise ValueError(f"training diverged at step {self.state.step + 1}; lower the learning rate")
         self.opt_g.zero_grad(set_to_none=True)
