@@ -173,7 +173,9 @@ def _parser() -> argparse.ArgumentParser:
         "--noise", choices=list(SIGMA_KINDS), help="--mode clean: noise to simulate (default: as trained)"
     )
     tuner.add_argument("--sigma-max", type=float, default=55.0, help="with --noise: sigma in [0, S]")
-    tuner.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    tuner.add_argument(
+        "--steps", type=int, help="steps (default: the preset's, in its time cap; yours run to the end)"
+    )
     tuner.add_argument(
         "--max-minutes", type=float, help="stop and save after this long (default: the preset's)"
     )
