@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _vst
-from .methods import MethodContext, get_method
+from .methods import Method, MethodContext, get_method
 from .noise import NoiseModel, estimate_noise_model
 
 __all__ = [
@@ -51,17 +51,28 @@ class DenoiseProgress:
 
 
 def robust_range(image: npt.ArrayLike) -> tuple[float, float]:
-    """The ``PERCENTILES`` of ``image`` (min and max if they coincide), on a subsample if large."""
-    flat = np.asarray(image).reshape(-1)
-    if flat.size > _SAMPLE:
-        flat = flat[:: flat.size // _SAMPLE + 1]
-    lo, hi = np.percentile(flat.astype(np.float64), PERCENTILES)
+    """The ``PERCENTILES`` of ``image`` (min and max if they coincide), on an evenly strided
+    subsample if large (the same voxels of a numpy, dask or zarr array)."""
+    sample = _subsample(image).reshape(-1)
+    lo, hi = np.percentile(sample.astype(np.float64), PERCENTILES)
     if hi <= lo:
-        lo, hi = float(flat.min()), float(flat.max())
+        lo, hi = float(sample.min()), float(sample.max())
     return float(lo), float(hi)
 
 
-def _layout(
+def _subsample(image: npt.ArrayLike) -> np.ndarray:
+    """Every k-th element along every axis, at most about ``_SAMPLE`` of them, as numpy."""
+    if not hasattr(image, "shape"):
+        image = np.asarray(image)
+    shape = image.shape
+    size = math.prod(shape)
+    if size <= _SAMPLE:
+        return np.asarray(image)
+    step = math.ceil((size / _SAMPLE) ** (1 / len(shape)))
+    return np.asarray(image[(slice(None, None, step),) * len(shape)])
+
+
+def layout(
     shape: tuple[int, ...], channel_axis: int | None, spatial_dims: int | None
 ) -> tuple[int, int, int | None]:
     """Validate the axes; returns (spatial_dims, channels, channel axis as a positive index)."""
@@ -112,6 +123,78 @@ def iter_denoise(
         except StopIteration as stop:
             result = stop.value
     """
+    from ._chunked import denoise_lazy, is_lazy, iter_compute
+
+    if is_lazy(image):  # computed block by block into memory, with progress per block
+        lazy = denoise_lazy(
+            image,
+            method,
+            model=model,
+            device=device,
+            tile_shape=tile_shape,
+            overlap=overlap,
+            channel_axis=channel_axis,
+            spatial_dims=spatial_dims,
+            intensity_range=intensity_range,
+            noise_model=noise_model,
+            **options,
+        )
+        return (yield from iter_compute(lazy, method=method))
+    chosen = check_call(method, model, options)
+    array = np.asarray(image)
+    check_dtype(array)
+    spatial_dims, channels, channel_axis = layout(array.shape, channel_axis, spatial_dims)
+    if channels == 4:  # RGBA: the colour is denoised, the alpha kept exactly
+        colour = yield from iter_denoise(
+            np.take(array, [0, 1, 2], axis=channel_axis),
+            method,
+            model=model,
+            device=device,
+            tile_shape=tile_shape,
+            overlap=overlap,
+            channel_axis=channel_axis,
+            spatial_dims=spatial_dims,
+            intensity_range=intensity_range,
+            noise_model=noise_model,
+            **options,
+        )
+        alpha = np.take(array, [3], axis=channel_axis).astype(np.float32)
+        return np.concatenate([colour, alpha], axis=channel_axis)
+    check_dims(chosen, spatial_dims)
+    check_values(array)
+
+    # Canonical layout (items, channels, *spatial); views where possible, never written to.
+    canonical = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array[None]
+    spatial = canonical.shape[-spatial_dims:]
+    lead = canonical.shape[1 : canonical.ndim - spatial_dims]
+    n_items = int(np.prod(lead, dtype=np.int64))
+    items = np.moveaxis(canonical.reshape(channels, n_items, *spatial), 1, 0)
+
+    imap = intensity_map(array, noise_model, channel_axis, intensity_range, chosen, options)
+    runner = None
+    if imap is not None:
+        ctx = MethodContext(spatial_dims, channels, model, device, tile_shape, overlap, dict(options))
+        runner = chosen.factory(ctx)
+    # One item (an image, a volume) becomes the result in place: memory is its float32 input
+    # and output, and the tiles; more items fill one array.
+    out = np.empty(items.shape, dtype=np.float32) if n_items > 1 or runner is None else None
+    for index in range(n_items):
+        if runner is None:  # a constant image is its own denoised version
+            out[index] = items[index]
+            yield DenoiseProgress(method, index, n_items, 1, 1)
+            continue
+        result = yield from progress_of(runner(imap.normalise(items[index])), method, index, n_items)
+        if out is None:
+            out = imap.restore(result)[None]
+        else:
+            out[index] = imap.restore(result)
+
+    restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
+    return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
+
+
+def check_call(method: str, model: Any, options: dict[str, Any]) -> Method:
+    """The method, once its availability, options, ``model`` and ``sigma`` are checked."""
     chosen = get_method(method)
     if not chosen.available:
         raise ValueError(
@@ -134,32 +217,25 @@ def iter_denoise(
             valid = False
         if not valid:
             raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    return chosen
 
-    array = np.asarray(image)
+
+def check_dtype(array: Any) -> None:
+    """One line unless ``array`` is a non-empty integer or floating-point array."""
     if array.dtype.kind not in "uif":
         raise ValueError(f"image dtype must be integer or floating point, got {array.dtype}")
-    if array.size == 0:
+    if math.prod(array.shape) == 0:
         raise ValueError(f"image is empty (shape {array.shape})")
-    spatial_dims, channels, channel_axis = _layout(array.shape, channel_axis, spatial_dims)
-    if channels == 4:  # RGBA: the colour is denoised, the alpha kept exactly
-        colour = yield from iter_denoise(
-            np.take(array, [0, 1, 2], axis=channel_axis),
-            method,
-            model=model,
-            device=device,
-            tile_shape=tile_shape,
-            overlap=overlap,
-            channel_axis=channel_axis,
-            spatial_dims=spatial_dims,
-            intensity_range=intensity_range,
-            noise_model=noise_model,
-            **options,
-        )
-        alpha = np.take(array, [3], axis=channel_axis).astype(np.float32)
-        return np.concatenate([colour, alpha], axis=channel_axis)
+
+
+def check_dims(chosen: Method, spatial_dims: int) -> None:
     if spatial_dims not in chosen.spatial_dims:
         supported = " or ".join(f"{d}D" for d in chosen.spatial_dims)
-        raise ValueError(f"method {method!r} denoises {supported} data, not {spatial_dims}D")
+        raise ValueError(f"method {chosen.name!r} denoises {supported} data, not {spatial_dims}D")
+
+
+def check_values(array: np.ndarray) -> None:
+    """One line if ``array`` holds NaN or infinity, or values beyond float32 (the result's type)."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("image contains NaN or infinite values")
     if array.dtype.itemsize > 4 and max(-float(array.min()), float(array.max())) > float(
@@ -167,16 +243,52 @@ def iter_denoise(
     ):
         raise ValueError("image values exceed float32's range (3.4e38), the result's type: rescale it first")
 
-    # Canonical layout (items, channels, *spatial); views where possible, never written to.
-    canonical = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array[None]
-    spatial = canonical.shape[-spatial_dims:]
-    lead = canonical.shape[1 : canonical.ndim - spatial_dims]
-    n_items = int(np.prod(lead, dtype=np.int64))
-    items = np.moveaxis(canonical.reshape(channels, n_items, *spatial), 1, 0)
 
-    stabiliser = resolve_noise_model(noise_model, array, channel_axis=channel_axis)
+@dataclass(frozen=True)
+class IntensityMap:
+    """The map from image intensities to the [0, 1]-normalised scale the methods work on (after
+    the variance-stabilising transform, if any), and its exact inverse."""
+
+    lo: float
+    scale: float
+    stabiliser: NoiseModel | None = None
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        """A new float32 array (one float32 copy of ``x`` in memory, no more)."""
+        if self.stabiliser is not None:
+            return ((_vst.forward(x, self.stabiliser) - self.lo) / self.scale).astype(np.float32)
+        y = np.asarray(x, dtype=np.float32).copy()
+        y -= self.lo
+        y /= self.scale
+        return y
+
+    def restore(self, y: np.ndarray) -> np.ndarray:
+        """``y`` (float32, a method's result) on the image's scale, in place where it can be."""
+        if self.stabiliser is not None:
+            return _vst.inverse(y.astype(np.float64) * self.scale + self.lo, self.stabiliser).astype(
+                np.float32
+            )
+        y = y.astype(np.float32, copy=False)
+        y *= self.scale
+        y += self.lo
+        return y
+
+
+def intensity_map(
+    image: Any,
+    noise_model: str | NoiseModel | None,
+    channel_axis: int | None,
+    intensity_range: tuple[float, float] | None,
+    chosen: Method,
+    options: dict[str, Any],
+) -> IntensityMap | None:
+    """The job's :class:`IntensityMap`, or None for a constant image (its own denoised version).
+    A classical method under a transform gets the transform's unit noise as its ``sigma``."""
+    stabiliser = resolve_noise_model(noise_model, image, channel_axis=channel_axis)
     if intensity_range is None:
-        lo, hi = robust_range(array)
+        lo, hi = robust_range(image)
+        if not np.isfinite([lo, hi]).all():  # a lazy image's values are checked block by block
+            raise ValueError("image contains NaN or infinite values")
     else:
         try:
             lo, hi = (float(v) for v in intensity_range)
@@ -186,41 +298,26 @@ def iter_denoise(
             raise ValueError(
                 f"intensity_range must be two finite numbers, low < high, got {intensity_range!r}"
             )
-    # The transform is monotone, so it maps the percentiles (or given range) to the transformed
-    # image's; items are transformed one at a time, never the whole array in float64.
-    forward, inverse = (
-        (lambda x: x, lambda x: x)
-        if stabiliser is None
-        else (lambda x: _vst.forward(x, stabiliser), lambda x: _vst.inverse(x, stabiliser))
-    )
-    lo, hi = (float(v) for v in forward(np.array([lo, hi])))
+    if stabiliser is not None:  # monotone: it maps the percentiles to the transformed image's
+        lo, hi = (float(v) for v in _vst.forward(np.array([lo, hi]), stabiliser))
     scale = hi - lo
     if stabiliser is not None and "sigma" in chosen.options and options.get("sigma") is None:
         options["sigma"] = 1.0 / scale if scale > 0 else 1.0  # the transform's unit noise, normalised
-    runner = None
-    if scale > 0:
-        ctx = MethodContext(spatial_dims, channels, model, device, tile_shape, overlap, dict(options))
-        runner = chosen.factory(ctx)
-    out = np.empty(items.shape, dtype=np.float32)
-    for index in range(n_items):
-        if runner is None:  # a constant image is its own denoised version
-            out[index] = items[index]
-            yield DenoiseProgress(method, index, n_items, 1, 1)
-            continue
-        normalised = ((forward(items[index]) - lo) / scale).astype(np.float32)
-        steps = runner(normalised)
-        try:
-            while True:
-                done, total = next(steps)
-                yield DenoiseProgress(method, index, n_items, done, total)
-        except StopIteration as stop:
-            result = stop.value
-        finally:
-            steps.close()
-        out[index] = inverse(result.astype(np.float64) * scale + lo)
+    return IntensityMap(lo, scale, stabiliser) if scale > 0 else None
 
-    restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
-    return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
+
+def progress_of(
+    steps: Generator[tuple[int, int], None, np.ndarray], method: str, item: int, n_items: int
+) -> Generator[DenoiseProgress, None, np.ndarray]:
+    """A runner's ``(done, total)`` pairs as :class:`DenoiseProgress` records; its result."""
+    try:
+        while True:
+            done, total = next(steps)
+            yield DenoiseProgress(method, item, n_items, done, total)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 NOISE_MODELS = ("blind", "auto", "poisson_gaussian")
@@ -354,6 +451,27 @@ def denoise(
     >>> clean = denoise(data.camera()[:64, :64], method="tv")
     >>> volume = denoise(mri, model="my-adl-3d.safetensors", tile_shape=64)  # doctest: +SKIP
     """
+    from ._chunked import denoise_lazy, is_lazy
+
+    if is_lazy(image):
+        if progress is not None:
+            raise ValueError(
+                "progress= is not called for a dask or zarr image (the result is lazy); use "
+                "iter_denoise, or dask's own progress bar when you compute it"
+            )
+        return denoise_lazy(
+            image,
+            method,
+            model=model,
+            device=device,
+            tile_shape=tile_shape,
+            overlap=overlap,
+            channel_axis=channel_axis,
+            spatial_dims=spatial_dims,
+            intensity_range=intensity_range,
+            noise_model=noise_model,
+            **options,
+        )
     steps = iter_denoise(
         image,
         method,

@@ -1,9 +1,10 @@
-"""Reading and writing images and volumes: TIFF, NIfTI, PNG/JPEG and NPY.
+"""Reading and writing images and volumes: TIFF, NIfTI, PNG/JPEG, NPY and Zarr.
 
 NIfTI keeps its affine, header and voxel spacing from input to output. NIfTI stores time (and any
 other non-spatial axis) after x, y and z; here, as in napari and :func:`~napari_adl_denoise.denoise`,
 such axes come first, so a 4D (x, y, z, t) file reads as (t, x, y, z), a stack of volumes, and is
-written back as (x, y, z, t). Writes are atomic.
+written back as (x, y, z, t). A Zarr store (a folder; an OME-Zarr's full-resolution array) is
+read lazily and written block by block, so it may be larger than memory. Writes are atomic.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ FORMATS = {
     ".jpg": "jpeg",
     ".jpeg": "jpeg",
     ".npy": "npy",
+    ".zarr": "zarr",
 }
 
 
@@ -37,6 +39,7 @@ class ImageFile:
     """Pixel data plus what is needed to write a result back faithfully."""
 
     data: np.ndarray
+    """A numpy array, or for Zarr the store's lazy array."""
     format: str
     spacing: tuple[float, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -64,9 +67,11 @@ def read_image(path: str | os.PathLike) -> ImageFile:
     """
     path = Path(path)
     fmt = image_format(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+    if not (path.is_dir() if fmt == "zarr" else path.is_file()):
+        raise FileNotFoundError(f"no such {'Zarr store' if fmt == 'zarr' else 'file'}: {path}")
     try:
+        if fmt == "zarr":
+            return ImageFile(_open_zarr(path), fmt)
         if fmt == "nifti":
             import nibabel as nib
 
@@ -101,9 +106,22 @@ def read_image(path: str | os.PathLike) -> ImageFile:
         import imageio.v3 as iio
 
         return ImageFile(iio.imread(path), fmt)
-    except (OSError, ValueError, EOFError, OverflowError) as exc:
+    except (OSError, ValueError, EOFError, OverflowError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read {path} as {fmt}: {first}") from None
+
+
+def _open_zarr(path: Path):
+    """The store's array, or a group's (OME-Zarr's) first array, full resolution: "0"."""
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if not hasattr(node, "shape"):
+        names = sorted(name for name, _ in node.arrays())
+        if not names:
+            raise ValueError("the store holds no array")
+        node = node["0" if "0" in names else names[0]]
+    return node
 
 
 def _size(nbytes: float) -> str:
@@ -116,6 +134,8 @@ def _size(nbytes: float) -> str:
 def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | None = None) -> Path:
     """Write ``data`` atomically in the format of ``path``'s extension.
 
+    Zarr is written block by block from a lazy (dask) ``data`` too, without holding it.
+
     TIFF, NIfTI and NPY store the array's dtype (float32 for denoised results). PNG and JPEG
     hold integers only: the result is rounded and clipped to the dtype of ``like`` (uint8 by
     default). A NIfTI result reuses the affine and header of ``like`` when it is NIfTI.
@@ -124,6 +144,12 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
     fmt = image_format(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    if fmt == "zarr":
+        import dask.array as da
+
+        from ._chunked import write_zarr
+
+        return write_zarr(data if isinstance(data, da.Array) else da.from_array(np.asarray(data)), path)
     with atomic_path(path) as tmp:
         if fmt == "nifti":
             import nibabel as nib

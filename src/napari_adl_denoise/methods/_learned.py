@@ -275,54 +275,65 @@ class LearnedRunner:
     def _place(self, model: Denoiser) -> Denoiser:
         return model.to(self.device, memory_format=self._memory_format())
 
-    def __call__(self, item: np.ndarray) -> Generator[tuple[int, int], None, np.ndarray]:
-        """Denoise one item of shape ``(channels, *spatial)``."""
-        if item.ndim - 1 > self.loaded.config.spatial_dims:
-            return (yield from self._planes(item))
-        return (yield from self._denoise(item))
+    def __call__(
+        self, item: np.ndarray, window: Window | None = None
+    ) -> Generator[tuple[int, int], None, np.ndarray]:
+        """Denoise one item of shape ``(channels, *spatial)``, or with a ``window`` the part
+        ``[window.lo, window.hi)`` of an image of which ``item`` is a block."""
+        sd = item.ndim - 1
+        window = window or Window.whole(item.shape[1:])
+        if sd > self.loaded.config.spatial_dims:
+            return (yield from self._planes(item, window))
+        return (yield from self._denoise(item, window))
 
-    def _planes(self, volume: np.ndarray) -> Generator[tuple[int, int], None, np.ndarray]:
+    def _planes(self, volume: np.ndarray, window: Window) -> Generator[tuple[int, int], None, np.ndarray]:
         """A volume through a 2D model: all slices along each axis in turn (batched, so a thin
         axis costs little), the three results averaged. Measured in README ("Volumes")."""
-        out = np.zeros(volume.shape, dtype=np.float32)
+        out = np.zeros((volume.shape[0], *window.size), dtype=np.float32)
         axes = range(1, volume.ndim)
         requested = self.requested_tile
         for k, axis in enumerate(axes):
             # Each direction plans its own tiles (a 3D tile_shape gives each its two sizes); an
-            # out-of-memory retry shrinks only the direction it happened in.
+            # out-of-memory retry shrinks only the direction it happened in. Only the window's
+            # slices along the axis are needed; each direction adds into the one result.
             self.requested_tile = _slice_tile(requested, axis - 1)
-            steps = self._denoise(np.moveaxis(volume, axis, 1))
+            first = window.lo[axis - 1] - window.start[axis - 1]
+            slices = volume[(slice(None),) * axis + (slice(first, first + window.size[axis - 1]),)]
+            steps = self._denoise(
+                np.moveaxis(slices, axis, 1), window.without(axis - 1), np.moveaxis(out, axis, 1)
+            )
             try:
                 while True:
                     done, total = next(steps)
                     yield k * total + done, len(axes) * total
-            except StopIteration as stop:
-                out += np.moveaxis(stop.value, 1, axis)
+            except StopIteration:
+                pass
             finally:
                 steps.close()
         self.requested_tile = requested
-        return out / len(axes)
+        out /= len(axes)
+        return out
 
-    def _denoise(self, item: np.ndarray) -> Generator[tuple[int, int], None, np.ndarray]:
+    def _denoise(
+        self, item: np.ndarray, window: Window, out: np.ndarray | None = None
+    ) -> Generator[tuple[int, int], None, np.ndarray]:
         """Denoise ``item`` of shape ``(channels, *spatial)``, or ``(channels, n, *spatial)``: a
-        stack of ``n`` images that share tiles and batches (the slices of a volume)."""
+        stack of ``n`` images that share tiles and batches (the slices of a volume); the
+        result covers the window, added into ``out`` if given."""
         sd = self.loaded.config.spatial_dims
-        spatial = item.shape[-sd:]
-        self._padded = padded = tuple(round_up(s) for s in spatial)
-        x = np.pad(
-            item,
-            [(0, 0)] * (item.ndim - sd) + [(0, p - s) for s, p in zip(spatial, padded, strict=True)],
-            mode="reflect",
-        )
-        tile = _tile_shape(self.requested_tile, padded, self.device, self.ctx.overlap)
+        self._padded = tuple(round_up(s) for s in window.shape)
+        tile = _tile_shape(self.requested_tile, self._padded, self.device, self.ctx.overlap)
+        if out is None:
+            out = np.zeros((*item.shape[:-sd], *window.size), dtype=np.float32)
         while True:
             try:
-                out = yield from self._run_tiles(x, tile)
+                yield from self._run_tiles(item, tile, window, out)
                 break
             except torch.cuda.OutOfMemoryError:
+                out[...] = 0
                 tile = self._recover(tile)
         self.requested_tile = tile  # later items start from the size that fitted
-        return out[(..., *(slice(0, s) for s in spatial))]
+        return out
 
     def _recover(self, tile: tuple[int, ...]) -> tuple[int, ...]:
         if self.device.type == "cuda":
@@ -345,34 +356,95 @@ class LearnedRunner:
         return _tile_shape(None, self._padded, self.device, self.ctx.overlap)
 
     def _run_tiles(
-        self, x: np.ndarray, tile: tuple[int, ...]
-    ) -> Generator[tuple[int, int], None, np.ndarray]:
+        self, x: np.ndarray, tile: tuple[int, ...], window: Window, out: np.ndarray
+    ) -> Generator[tuple[int, int], None, None]:
+        """The tiles of the whole image's grid (padded to a multiple of 8) that meet the window,
+        run on the block ``x`` and blended into ``out``, the window: the whole image's result
+        there, whatever the block."""
         sd = len(tile)
-        spatial = x.shape[-sd:]
-        stack = x.reshape(x.shape[0], -1, *spatial)  # (channels, images, *spatial)
+        stack = x.reshape(x.shape[0], -1, *x.shape[-sd:])  # (channels, images, *spatial)
+        into = out.reshape(out.shape[0], -1, *out.shape[-sd:])
+        if not np.shares_memory(into, out):
+            raise AssertionError("the result must take a stack's layout without a copy")
         groups = (
             [stack]
             if x.shape[0] == self.loaded.config.in_channels
             else [stack[i : i + 1] for i in range(x.shape[0])]
         )
-        units = [
-            (i, sl, w) for i in range(stack.shape[1]) for sl, w in iter_tiles(spatial, tile, self.ctx.overlap)
+        grid = [
+            (sl, w)
+            for sl, w in iter_tiles(self._padded, tile, self.ctx.overlap)
+            if all(s.start < hi and s.stop > lo for s, lo, hi in zip(sl, window.lo, window.hi, strict=True))
         ]
+        units = [(i, sl, w) for i in range(stack.shape[1]) for sl, w in grid]
         batch = max(1, CPU_BATCH_VOXELS // math.prod(tile)) if self.device.type == "cpu" else 1
         total = len(units) * len(groups)
-        out = np.zeros(stack.shape, dtype=np.float32)
         done = 0
         yield done, total
         for g, group in enumerate(groups):
             channels = slice(None) if len(groups) == 1 else slice(g, g + 1)
             for first in range(0, len(units), batch):
                 chunk = units[first : first + batch]
-                patches = np.stack([group[(slice(None), i, *sl)] for i, sl, _ in chunk])
+                patches = np.stack([_patch(group[:, i], window.local(sl)) for i, sl, _ in chunk])
                 with torch.inference_mode(), autocast(self.device):
                     batch_in = torch.from_numpy(patches).to(self.device, memory_format=self._memory_format())
                     y = self.model(batch_in).float().cpu().numpy()
                 for (i, sl, weight), denoised in zip(chunk, y, strict=True):
-                    out[(channels, i, *sl)] += denoised * weight
+                    inside, part = window.clip(sl)
+                    into[(channels, i, *inside)] += (denoised * weight)[(slice(None), *part)]
                 done += len(chunk)
                 yield done, total
-        return out.reshape(x.shape)
+
+
+def _patch(image: np.ndarray, tile: tuple[slice, ...]) -> np.ndarray:
+    """``image[:, tile]`` (channels first), reflect-padded where the tile passes the image's end
+    (only the whole image's padding to a multiple of 8 lies there): as if the whole image had
+    been padded, without copying it."""
+    spatial = image.shape[1:]
+    beyond = [max(0, s.stop - n) for s, n in zip(tile, spatial, strict=True)]
+    patch = image[
+        (slice(None), *(slice(s.start, min(s.stop, n)) for s, n in zip(tile, spatial, strict=True)))
+    ]
+    if any(beyond):
+        patch = np.pad(patch, [(0, 0)] + [(0, b) for b in beyond], mode="reflect")
+    return patch
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A block of a larger image and the part of it to denoise, in the image's coordinates: the
+    image's spatial ``shape``, the block's first voxel ``start``, and ``[lo, hi)``, which the
+    block holds together with the context its tiles need (:func:`halo`). Tiles lie on the
+    whole image's grid, so a window's result equals the whole image's result there."""
+
+    shape: tuple[int, ...]
+    start: tuple[int, ...]
+    lo: tuple[int, ...]
+    hi: tuple[int, ...]
+
+    @classmethod
+    def whole(cls, shape: tuple[int, ...]) -> Window:
+        zeros = (0,) * len(shape)
+        return cls(tuple(shape), zeros, zeros, tuple(shape))
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        return tuple(h - lo for lo, h in zip(self.lo, self.hi, strict=True))
+
+    def without(self, axis: int) -> Window:
+        """The window of the slices across ``axis``."""
+        return Window(*(tuple(v for a, v in enumerate(f) if a != axis) for f in dataclasses.astuple(self)))
+
+    def local(self, tile: tuple[slice, ...]) -> tuple[slice, ...]:
+        """``tile`` (image coordinates) in the block."""
+        return tuple(slice(s.start - b, s.stop - b) for s, b in zip(tile, self.start, strict=True))
+
+    def clip(self, tile: tuple[slice, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """The part of ``tile`` inside the window: where it lies in the window, and in the tile."""
+        bounds = [
+            (max(s.start, lo), min(s.stop, hi), s.start, lo)
+            for s, lo, hi in zip(tile, self.lo, self.hi, strict=True)
+        ]
+        inside = tuple(slice(a - lo, b - lo) for a, b, _, lo in bounds)
+        part = tuple(slice(a - t, b - t) for a, b, t, _ in bounds)
+        return inside, part

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 
 from .._device import resolve_device
-from ..inference import _layout
+from ..inference import layout
 from ..methods import default_model_info
 from ..models import DiscriminatorConfig
 from ..weights import load_model, model_info, save_model, user_model_path
@@ -365,7 +365,7 @@ def _arrays(
             raise ValueError(f"{what} must be non-empty numeric arrays, got {array.dtype} {array.shape}")
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise ValueError(f"{what} contain NaN or infinite values")
-        sd, channels, axis = _layout(array.shape, channel_axis, spatial_dims)
+        sd, channels, axis = layout(array.shape, channel_axis, spatial_dims)
         if channels not in (1, 3):
             raise ValueError(f"fine-tuning takes gray or RGB images, got {channels} channels")
         if axis is not None:  # colour last, as in files; a single channel axis goes

@@ -1,0 +1,325 @@
+"""Images larger than memory: a dask or zarr array in, a lazy dask array out, block by block.
+
+Each output chunk is computed from its block: the chunk plus, on every side, the context its
+tiles need (one tile edge). The tiles lie on the whole image's grid and the intensities are
+normalised by the whole image's range, so a chunk equals the in-memory result there to float
+rounding, whatever the chunking; the graph holds only picklable data and the model's file, so it
+runs unchanged on a ``dask.distributed`` cluster. Learned methods only: the classical ones
+denoise whole images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._device import resolve_device
+from ._tiling import round_up
+from .inference import (
+    DenoiseProgress,
+    IntensityMap,
+    check_call,
+    check_dims,
+    check_dtype,
+    check_values,
+    intensity_map,
+    layout,
+)
+from .methods import MethodContext
+from .methods._learned import Window, _slice_tile, _tile_shape, as_loaded_model
+
+__all__ = ["denoise_lazy", "is_lazy", "iter_compute", "write_zarr"]
+
+# Largest default tile edge out of core (each block carries one tile edge of context per side,
+# so tiles are kept small), and the default block edge: 2D models, 3D models.
+LAZY_TILE_EDGE = {2: 128, 3: 32}
+BLOCK_EDGE = {2: 1024, 3: 256}
+
+
+def is_lazy(image: object) -> bool:
+    """A dask or zarr array: denoised block by block, never loaded whole."""
+    return type(image).__module__.split(".")[0] in ("dask", "zarr") and hasattr(image, "shape")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What every block needs, picklable: the model as its file where it has one."""
+
+    method: str
+    model: Any
+    device: str
+    spatial_dims: int
+    channels: int
+    tile: tuple[int, ...]
+    overlap: float
+    options: tuple[tuple[str, Any], ...]
+    shape: tuple[int, ...]
+    """The whole image's spatial shape."""
+    depth: tuple[int, ...]
+    imap: IntensityMap | None
+
+
+def denoise_lazy(
+    image: Any,
+    method: str = "adl",
+    *,
+    model: Any = None,
+    device: str = "auto",
+    tile_shape: int | tuple[int, ...] | None = None,
+    overlap: float = 0.25,
+    channel_axis: int | None = None,
+    spatial_dims: int | None = None,
+    intensity_range: tuple[float, float] | None = None,
+    noise_model: Any = None,
+    chunks: int | tuple[int, ...] | None = None,
+    **options: Any,
+):
+    """A lazy dask array of ``denoise(image, ...)`` for a dask or zarr ``image``.
+
+    Checked before anything is computed except the intensity range (a strided subsample) and,
+    when asked for, the noise model (planes spread through the image); NaN or infinite values
+    raise when their block is computed. ``chunks``: the block edge per spatial axis (default
+    1024 for 2D models, 256 for 3D ones and for a 2D model over a volume's three directions);
+    a chunk holds every channel and one item of any leading axis. The default tiles are
+    smaller than in memory (at most 128 pixels in 2D, 32 voxels in 3D) to keep the blocks'
+    context small; the result equals the in-memory ``denoise`` with the same ``tile_shape``.
+    """
+    import dask.array as da
+
+    x = da.from_zarr(image) if type(image).__module__.startswith("zarr") else da.asarray(image)
+    chosen = check_call(method, model, options)
+    if not chosen.learned:
+        raise ValueError(
+            f"method {method!r} denoises whole images; a dask or zarr array is denoised block by "
+            "block with a learned method (or load it first: numpy.asarray)"
+        )
+    check_dtype(x)
+    spatial_dims, channels, channel_axis = layout(x.shape, channel_axis, spatial_dims)
+    kwargs = dict(
+        model=model,
+        device=device,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        spatial_dims=spatial_dims,
+        intensity_range=intensity_range,
+        noise_model=noise_model,
+        chunks=chunks,
+        **options,
+    )
+    if channels == 4:  # RGBA: the colour is denoised, the alpha kept exactly
+        colour = denoise_lazy(
+            da.take(x, [0, 1, 2], axis=channel_axis), method, channel_axis=channel_axis, **kwargs
+        )
+        alpha = da.take(x, [3], axis=channel_axis).astype(np.float32)
+        return da.concatenate(
+            [
+                colour,
+                alpha.rechunk(colour.chunks[:channel_axis] + ((1,),) + colour.chunks[channel_axis + 1 :]),
+            ],
+            axis=channel_axis,
+        )
+    check_dims(chosen, spatial_dims)
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+
+    loaded = as_loaded_model(model, spatial_dims, channels, method)  # checks the model fits
+    planes = loaded.config.spatial_dims < spatial_dims
+    canonical = da.moveaxis(x, channel_axis, 0) if channel_axis is not None else x[None]
+    spatial = tuple(canonical.shape[-spatial_dims:])
+    padded = tuple(round_up(s) for s in spatial)
+    resolved = resolve_device(device)
+    model_sd = loaded.config.spatial_dims
+    if tile_shape is None:
+        edge = LAZY_TILE_EDGE[model_sd]
+        tile_shape = tuple(min(edge, p) for p in padded)
+    # One tile edge per axis, the same for every slicing direction (the in-memory default too).
+    if planes:
+        per_axis = [0] * spatial_dims
+        for axis in range(spatial_dims):
+            view = padded[:axis] + padded[axis + 1 :]
+            tile = _tile_shape(
+                _slice_tile(_as_tuple(tile_shape, spatial_dims), axis), view, resolved, overlap
+            )
+            for b, t in zip([b for b in range(spatial_dims) if b != axis], tile, strict=True):
+                per_axis[b] = max(per_axis[b], t)
+        tiles = tuple(per_axis)
+    else:
+        tiles = _tile_shape(tile_shape, padded, resolved, overlap)
+    if chunks is None:
+        chunks = BLOCK_EDGE[3 if spatial_dims == 3 else 2]
+    block = _as_tuple(chunks, spatial_dims)
+    if any(int(b) < 1 for b in block):
+        raise ValueError(f"chunks must be positive, got {chunks!r}")
+    block = tuple(max(int(b), t) for b, t in zip(block, tiles, strict=True))  # a chunk >= its context
+
+    imap = intensity_map(x, noise_model, channel_axis, intensity_range, chosen, options)
+    lead = canonical.ndim - 1 - spatial_dims
+    axes = tuple(_axis_chunks(n, b) for n, b in zip(spatial, block, strict=True))
+    canonical = canonical.rechunk(
+        ((channels,),) + tuple((1,) * n for n in canonical.shape[1 : 1 + lead]) + axes
+    )
+    if imap is None:  # a constant image is its own denoised version
+        result = canonical.astype(np.float32)
+    else:
+        # Context only where an axis has more than one chunk (each at least a tile edge long).
+        depth = tuple(t if len(c) > 1 else 0 for t, c in zip(tiles, axes, strict=True))
+        job = _Job(
+            method,
+            str(loaded.path) if _from_file(model) and loaded.path is not None else loaded,
+            device,
+            spatial_dims,
+            channels,
+            tiles,
+            overlap,
+            tuple(sorted(options.items())),
+            spatial,
+            depth,
+            imap,
+        )
+        expanded = da.overlap.overlap(
+            canonical, depth=dict(enumerate((0,) * (1 + lead) + depth)), boundary="none"
+        )
+        result = da.map_blocks(
+            _denoise_block,
+            expanded,
+            job=job,
+            chunks=canonical.chunks,
+            dtype=np.float32,
+            meta=np.empty((0,) * canonical.ndim, np.float32),
+        )
+    result = result if channel_axis is not None else result[0]
+    return da.moveaxis(result, 0, channel_axis) if channel_axis is not None else result
+
+
+def _axis_chunks(size: int, block: int) -> tuple[int, ...]:
+    """Chunks of ``block`` along an axis of ``size``, the remainder joined to the last one (a
+    chunk must be as long as the context its neighbours take from it)."""
+    n = max(1, size // block)
+    return (block,) * (n - 1) + (size - (n - 1) * block,)
+
+
+def _from_file(model: Any) -> bool:
+    return model is None or isinstance(model, str | os.PathLike)
+
+
+def _as_tuple(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    if isinstance(value, int | np.integer):
+        return (int(value),) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n:
+        raise ValueError(f"expected an int or {n} ints, got {value}")
+    return value
+
+
+_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str):
+    from .weights import load_model
+
+    return load_model(path)
+
+
+def _denoise_block(block: np.ndarray, *, job: _Job, block_info: dict | None = None) -> np.ndarray:
+    """One output chunk from its block (the chunk and its context): canonical layout
+    ``(channels, *lead, *spatial)``."""
+    from .methods import get_method
+
+    sd = job.spatial_dims
+    location = block_info[None]["array-location"][-sd:]
+    lo = tuple(a for a, _ in location)
+    hi = tuple(b for _, b in location)
+    start = tuple(max(0, a - d) for a, d in zip(lo, job.depth, strict=True))
+    window = Window(job.shape, start, lo, hi)
+    check_values(block)
+    model = _load(job.model) if isinstance(job.model, str) else job.model
+    items = block.reshape(block.shape[0], -1, *block.shape[-sd:])
+    out = np.empty((block.shape[0], items.shape[1], *window.size), dtype=np.float32)
+    # One block at a time per process: a network's forward pass already uses every core, and
+    # two blocks at once would double the memory for nothing.
+    with _LOCK:
+        ctx = MethodContext(sd, job.channels, model, job.device, job.tile, job.overlap, dict(job.options))
+        runner = get_method(job.method).factory(ctx)
+        for i in range(items.shape[1]):
+            steps = runner(job.imap.normalise(items[:, i]), window)
+            try:
+                while True:
+                    next(steps)
+            except StopIteration as stop:
+                out[:, i] = job.imap.restore(stop.value)
+    return out.reshape(*block.shape[:-sd], *window.size)
+
+
+def iter_compute(
+    result: Any, store: str | os.PathLike | None = None, *, method: str = "adl"
+) -> Generator[DenoiseProgress, None, Any]:
+    """Compute a lazy result block by block, yielding a :class:`DenoiseProgress` per block.
+
+    Into memory (returns a numpy array), or with ``store`` into a new Zarr store at that path
+    (returns the path), written under a temporary name and renamed when complete: a cancelled or
+    failed run leaves nothing. Closing the generator cancels after the current block.
+    """
+    import dask
+
+    blocks = list(np.ndindex(*result.numblocks))
+    starts = [np.cumsum((0, *c)) for c in result.chunks]
+
+    def where(index):
+        return tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, index, strict=True))
+
+    yield DenoiseProgress(method, 0, len(blocks), 0, 1)
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            out = np.empty(result.shape, dtype=result.dtype)
+        else:
+            target = Path(store)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+            out = _zarr_array(tmp, result)
+        with dask.config.set(scheduler="synchronous"):
+            for n, index in enumerate(blocks):
+                out[where(index)] = result.blocks[index].compute()
+                yield DenoiseProgress(method, n, len(blocks), 1, 1)
+        if store is None:
+            return out
+        _replace_dir(tmp, target)
+        return target
+
+
+def _zarr_array(path: Path, like: Any):
+    import zarr
+
+    chunks = tuple(max(c) for c in like.chunks)
+    return zarr.open(str(path), mode="w", shape=like.shape, chunks=chunks, dtype=like.dtype)
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Put the finished ``tmp`` folder at ``target``, replacing an old one only once it is whole."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / target.name)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def write_zarr(result: Any, store: str | os.PathLike) -> Path:
+    """Write a lazy result to a new Zarr store block by block (see :func:`iter_compute`)."""
+    steps = iter_compute(result, store)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as stop:
+        return stop.value

@@ -1,0 +1,187 @@
+"""Images larger than memory: dask and zarr arrays are denoised block by block, lazily, and give
+the in-memory result whatever their chunks."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from conftest import drain
+from skimage import data
+
+import napari_adl_denoise as adl
+from napari_adl_denoise import add_noise
+from napari_adl_denoise._chunked import iter_compute, write_zarr
+from napari_adl_denoise.inference import iter_denoise
+
+
+def _close(lazy, expected):
+    """Computed, equal to the in-memory result to float32 rounding of the image's intensities."""
+    _same(lazy.compute(scheduler="synchronous"), expected)
+
+
+def _same(result, expected):
+    assert result.dtype == np.float32 and result.shape == expected.shape
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-4 * float(np.abs(expected).max()))
+
+
+@pytest.fixture(scope="module")
+def noisy_2d() -> np.ndarray:
+    return add_noise(data.camera()[:203, :181], "gaussian", sigma=25, seed=1)
+
+
+@pytest.fixture(scope="module")
+def noisy_3d() -> np.ndarray:
+    import nibabel as nib
+    from nibabel.testing import data_path
+
+    mri = np.asarray(nib.load(f"{data_path}/anatomical.nii").dataobj, dtype=np.float32)  # (33, 41, 25)
+    return add_noise(mri, "gaussian", sigma=15, seed=2)
+
+
+@pytest.mark.parametrize("chunks", [(64, 64), (100, 90), (203, 40)])
+def test_a_dask_image_gives_the_in_memory_result_lazily_whatever_its_chunks(noisy_2d, chunks):
+    before = noisy_2d.copy()
+    lazy = adl.denoise(da.from_array(noisy_2d, chunks=(50, 50)), tile_shape=64, chunks=chunks)
+    assert isinstance(lazy, da.Array) and lazy.numblocks[0] * lazy.numblocks[1] > 1
+    _close(lazy, adl.denoise(noisy_2d, tile_shape=64))
+    np.testing.assert_array_equal(noisy_2d, before)
+
+
+def test_a_volume_over_three_directions_and_through_the_3d_model_matches_in_memory(noisy_3d):
+    volume = da.from_array(noisy_3d, chunks=(5, 20, 20))
+    lazy = adl.denoise(volume, tile_shape=16, chunks=16)  # 2D model, three directions
+    assert lazy.numblocks == (2, 2, 1)
+    _close(lazy, adl.denoise(noisy_3d, tile_shape=16))
+    lazy = adl.denoise(volume, model="adl-3d-gray", tile_shape=16, chunks=16)
+    assert lazy.numblocks == (2, 2, 1)
+    _close(lazy, adl.denoise(noisy_3d, model="adl-3d-gray", tile_shape=16))
+
+
+def test_stacks_rgb_and_rgba_keep_their_layout_and_alpha():
+    rgb = add_noise(data.astronaut()[100:180, 150:245], "gaussian", sigma=20, seed=3)
+    _close(adl.denoise(da.from_array(rgb), tile_shape=32, chunks=40), adl.denoise(rgb, tile_shape=32))
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 7.0, np.float32)], axis=-1)
+    result = adl.denoise(da.from_array(rgba), tile_shape=32, chunks=40).compute()
+    np.testing.assert_array_equal(result[..., 3], 7.0)
+    stack = np.stack([rgb[..., 0], rgb[..., 1], rgb[..., 2]])  # three gray images along a time axis
+    _close(
+        adl.denoise(da.from_array(stack, chunks=(2, 40, 40)), spatial_dims=2, tile_shape=32, chunks=48),
+        adl.denoise(stack, spatial_dims=2, tile_shape=32),
+    )
+
+
+def test_photon_noise_model_is_estimated_as_in_memory():
+    clean = data.camera()[:128, :160].astype(np.float32)
+    noisy = add_noise(clean, "poisson", peak=30, seed=4)
+    lazy = adl.denoise(da.from_array(noisy), noise_model="auto", tile_shape=64, chunks=64)
+    _close(lazy, adl.denoise(noisy, noise_model="auto", tile_shape=64))
+
+
+def test_zarr_in_zarr_out_block_by_block_with_progress(noisy_3d, tmp_path):
+    source = zarr.open(
+        str(tmp_path / "in.zarr"), mode="w", shape=noisy_3d.shape, chunks=(5, 35, 25), dtype="f4"
+    )
+    source[:] = noisy_3d
+    lazy = adl.denoise(source, tile_shape=16, chunks=(16, 24, 16))
+    records, path = drain(iter_compute(lazy, tmp_path / "out.zarr"))
+    assert len(records) == 1 + lazy.npartitions and records[-1].fraction == 1
+    written = zarr.open(str(path), mode="r")
+    _same(written[:], adl.denoise(noisy_3d, tile_shape=16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "out.zarr"]
+
+    # iter_denoise computes a lazy image into memory, one progress record per block
+    records, result = drain(iter_denoise(da.from_array(noisy_3d), tile_shape=16, chunks=(16, 24, 16)))
+    assert isinstance(result, np.ndarray) and len(records) == 1 + lazy.npartitions
+    np.testing.assert_array_equal(result, written[:])
+
+
+def test_a_cancelled_or_failed_write_leaves_nothing_and_keeps_the_old_store(noisy_3d, tmp_path, monkeypatch):
+    lazy = adl.denoise(da.from_array(noisy_3d), tile_shape=16, chunks=(16, 24, 16))
+    target = tmp_path / "out.zarr"
+    write_zarr(lazy, target)
+    first = zarr.open(str(target), mode="r")[:]
+    steps = iter_compute(lazy * 2, target)
+    next(steps), next(steps)
+    steps.close()  # cancelled after one block
+    assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]
+    np.testing.assert_array_equal(zarr.open(str(target), mode="r")[:], first)
+
+    bad = noisy_3d.copy()
+    bad[32, 40, 24] = np.nan  # in the last block
+    with pytest.raises(ValueError, match="NaN"):  # seen in the intensity range, before any work
+        adl.denoise(da.from_array(bad))
+    monkeypatch.setattr(adl.inference, "_SAMPLE", 500)  # a subsample that misses it, as in a large image
+    lazy = adl.denoise(da.from_array(bad), tile_shape=16, chunks=(16, 24, 16))
+    with pytest.raises(ValueError, match="NaN"):  # then its block says so
+        write_zarr(lazy, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]
+
+
+def test_bad_requests_get_one_line_before_any_work(noisy_2d):
+    lazy = da.from_array(noisy_2d)
+    with pytest.raises(ValueError, match="learned method"):
+        adl.denoise(lazy, method="nlm")
+    with pytest.raises(ValueError, match="chunks must be positive"):
+        adl.denoise(lazy, chunks=0)
+    with pytest.raises(ValueError, match="progress"):
+        adl.denoise(lazy, progress=print)
+    with pytest.raises(ValueError, match="dtype"):
+        adl.denoise(da.from_array(np.zeros((8, 8), bool)))
+
+
+def test_the_same_graph_runs_on_a_two_worker_cluster(noisy_3d):
+    distributed = pytest.importorskip("distributed")
+    lazy = adl.denoise(da.from_array(noisy_3d), tile_shape=16, chunks=(16, 24, 16))
+    expected = adl.denoise(noisy_3d, tile_shape=16)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        result = client.compute(lazy).result()
+    _same(result, expected)
+
+
+def test_the_cli_denoises_a_zarr_store_into_a_zarr_store_and_a_tiff_block_by_block(
+    noisy_3d, tmp_path, capsys
+):
+    import tifffile
+
+    from napari_adl_denoise.cli import main
+
+    source = zarr.open(
+        str(tmp_path / "in.zarr"), mode="w", shape=noisy_3d.shape, chunks=(8, 41, 25), dtype="f4"
+    )
+    source[:] = noisy_3d
+    expected = adl.denoise(noisy_3d, tile_shape=16)
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "in.zarr"),
+                str(tmp_path / "out.zarr"),
+                "--tile",
+                "16",
+                "--chunks",
+                "16",
+            ]
+        )
+        == 0
+    )
+    assert "4 blocks" in capsys.readouterr().err
+    _same(zarr.open(str(tmp_path / "out.zarr"), mode="r")[:], expected)
+
+    tifffile.imwrite(tmp_path / "in.tif", noisy_3d)
+    assert (
+        main(
+            ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--tile", "16", "--chunks", "20"]
+        )
+        == 0
+    )
+    _same(tifffile.imread(tmp_path / "out.tif"), expected)
+    assert main(["denoise", str(tmp_path / "in.zarr"), str(tmp_path / "x.zarr"), "--method", "nlm"]) == 2
+    assert "only learned methods" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
