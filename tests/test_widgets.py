@@ -919,3 +919,22 @@ def test_napari_picks_our_reader_for_nifti(viewer, tmp_path):
     assert tuple(layer.scale) == (2.0, 2.0, 2.0) and "nifti" in layer.metadata
     viewer.window._qt_viewer._qt_open([str(path)], stack=False)  # File > Open: no dialog
     assert len(viewer.layers) == 2 and "nifti" in viewer.layers[-1].metadata
+
+
+def test_a_lazy_layer_is_denoised_block_by_block_and_its_result_stays_lazy(viewer, qtbot, notifications):
+    import dask.array as da
+
+    noisy = add_noise(data.camera()[:150, :170], "gaussian", sigma=20, seed=5)
+    layer = viewer.add_image(da.from_array(noisy, chunks=64), name="lazy")
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    result = viewer.layers[1].data
+    assert isinstance(result, da.Array)  # read from a Zarr store as napari shows it
+    expected = denoise(da.from_array(noisy)).compute()
+    np.testing.assert_allclose(np.asarray(result), expected, atol=1e-4 * float(np.abs(expected).max()))
+    widget.method.value = "noise-attention"
+    widget.noise_map.value = True
+    widget.run_button.native.click()
+    assert len(viewer.layers) == 2
+    assert any("no noise estimate for the lazy" in str(n.message) for n in notifications)

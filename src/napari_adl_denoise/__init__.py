@@ -12,6 +12,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics
+from ._chunked import iter_compute
 from ._device import available_devices
 from .inference import DenoiseProgress, denoise, iter_denoise
 from .methods import NoModelError, Plan, get_method, list_methods, plan_denoise, register_method
@@ -46,6 +47,7 @@ __all__ = [
     "estimate_noise_model",
     "export_model",
     "get_method",
+    "iter_compute",
     "iter_denoise",
     "list_methods",
     "list_models",

@@ -10,6 +10,7 @@ denoise whole images.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -38,12 +39,25 @@ from .inference import (
 from .methods import MethodContext
 from .methods._learned import Window, _slice_tile, _tile_shape, as_loaded_model
 
-__all__ = ["denoise_lazy", "is_lazy", "iter_compute", "write_zarr"]
+__all__ = ["denoise_lazy", "is_lazy", "iter_compute", "scratch_store", "write_zarr"]
 
 # Largest default tile edge out of core (each block carries one tile edge of context per side,
 # so tiles are kept small), and the default block edge: 2D models, 3D models.
 LAZY_TILE_EDGE = {2: 128, 3: 32}
 BLOCK_EDGE = {2: 1024, 3: 256}
+
+
+def need(module: str):
+    """Import an optional package of the ``large`` extra, or say in one line how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise ValueError(
+            f"this needs the optional package {package!r}: pip install 'napari-adl-denoise[large]'"
+        ) from None
 
 
 def is_lazy(image: object) -> bool:
@@ -94,8 +108,7 @@ def denoise_lazy(
     smaller than in memory (at most 128 pixels in 2D, 32 voxels in 3D) to keep the blocks'
     context small; the result equals the in-memory ``denoise`` with the same ``tile_shape``.
     """
-    import dask.array as da
-
+    da = need("dask.array")
     x = da.from_zarr(image) if type(image).__module__.startswith("zarr") else da.asarray(image)
     chosen = check_call(method, model, options)
     if not chosen.learned:
@@ -270,8 +283,7 @@ def iter_compute(
     (returns the path), written under a temporary name and renamed when complete: a cancelled or
     failed run leaves nothing. Closing the generator cancels after the current block.
     """
-    import dask
-
+    dask = need("dask")
     blocks = list(np.ndindex(*result.numblocks))
     starts = [np.cumsum((0, *c)) for c in result.chunks]
 
@@ -298,8 +310,7 @@ def iter_compute(
 
 
 def _zarr_array(path: Path, like: Any):
-    import zarr
-
+    zarr = need("zarr")
     chunks = tuple(max(c) for c in like.chunks)
     return zarr.open(str(path), mode="w", shape=like.shape, chunks=chunks, dtype=like.dtype)
 
@@ -313,6 +324,14 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def scratch_store() -> Path:
+    """A path for a Zarr store in a new temporary folder, deleted when Python exits (the
+    Denoise dock's results of lazy layers, which napari reads from there)."""
+    folder = tempfile.mkdtemp(prefix="napari-adl-denoise-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder) / "result.zarr"
 
 
 def write_zarr(result: Any, store: str | os.PathLike) -> Path:

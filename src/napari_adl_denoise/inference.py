@@ -184,6 +184,11 @@ def iter_denoise(
             yield DenoiseProgress(method, index, n_items, 1, 1)
             continue
         result = yield from progress_of(runner(imap.normalise(items[index])), method, index, n_items)
+        if not np.isfinite(result).all():
+            raise ValueError(
+                f"method {method!r} gave NaN or infinite values on an image of {spatial}: it may be too "
+                "small for it; try another method"
+            )
         if out is None:
             out = imap.restore(result)[None]
         else:

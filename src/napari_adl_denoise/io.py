@@ -113,8 +113,9 @@ def read_image(path: str | os.PathLike) -> ImageFile:
 
 def _open_zarr(path: Path):
     """The store's array, or a group's (OME-Zarr's) first array, full resolution: "0"."""
-    import zarr
+    from ._chunked import need
 
+    zarr = need("zarr")
     node = zarr.open(str(path), mode="r")
     if not hasattr(node, "shape"):
         names = sorted(name for name, _ in node.arrays())
@@ -144,10 +145,14 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
     fmt = image_format(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    if math.prod(data.shape) == 0:
+        raise ValueError(f"nothing to write: the image is empty (shape {data.shape})")
+    if fmt in ("png", "jpeg") and not (data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in (3, 4))):
+        raise ValueError(f"{fmt.upper()} holds 2D gray, RGB or RGBA images, not shape {data.shape}; use .tif")
     if fmt == "zarr":
-        import dask.array as da
+        from ._chunked import need, write_zarr
 
-        from ._chunked import write_zarr
+        da = need("dask.array")
 
         return write_zarr(data if isinstance(data, da.Array) else da.from_array(np.asarray(data)), path)
     with atomic_path(path) as tmp:

@@ -35,6 +35,7 @@ standard normal draws:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -227,7 +228,11 @@ def add_noise(
     noisy = NOISE_KINDS[kind](x, np.random.default_rng(seed), **params)
     if clip:
         noisy = np.clip(noisy, lo, lo + span)
-    return noisy.astype(np.float32)
+    with np.errstate(over="ignore"):
+        noisy = noisy.astype(np.float32)
+    if not np.isfinite(noisy).all():
+        raise ValueError("the noisy image overflows float32 (values near 3.4e38): rescale the image first")
+    return noisy
 
 
 def estimate_noise(image: npt.ArrayLike, *, channel_axis: int | None = None, relative: bool = True) -> float:
@@ -253,7 +258,13 @@ def estimate_noise(image: npt.ArrayLike, *, channel_axis: int | None = None, rel
     x = x.astype(np.float64)
     if x.size == 0 or not np.isfinite(x).all():
         raise ValueError("image must be non-empty and free of NaN or infinite values")
-    sigma = float(estimate_sigma(x, channel_axis=channel_axis, average_sigmas=True))
+    if np.abs(x).max() > float(np.finfo(np.float32).max):
+        raise ValueError("image values exceed float32's range (3.4e38): rescale it first")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = float(estimate_sigma(x, channel_axis=channel_axis, average_sigmas=True))
+    if not np.isfinite(sigma):
+        raise ValueError(f"image of shape {x.shape} is too small to estimate its noise")
     if not relative:
         return sigma
     return 255.0 * sigma / _clean_span(x, sigma, channel_axis)

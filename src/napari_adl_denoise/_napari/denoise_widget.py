@@ -10,9 +10,11 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QSizePolicy
 
+from .._chunked import is_lazy, iter_compute, scratch_store
 from .._device import available_devices
 from ..inference import (
     NOISE_MODELS,
+    denoise,
     iter_denoise,
     join_alpha,
     resolve_noise_model,
@@ -253,17 +255,23 @@ class DenoiseWidget(JobDock):
             **layout,
         }
         planes, keep, whole = [], (), None
+        full = layer.data[0] if layer.multiscale else layer.data
+        # A dask or zarr layer stays out of memory: denoised block by block into a Zarr store.
+        lazy = learned and not preview and is_lazy(full)
+        noise_map = get_method(method).noise_map if self.noise_map.value else None
+        if lazy and noise_map is not None:
+            show_warning(f"Denoise: no noise estimate for the lazy (dask or zarr) layer '{layer.name}'")
+            return
         if preview:
             data, planes, keep = self._preview_region(layer, layout["spatial_dims"])
-            whole = layer.data[0] if layer.multiscale else layer.data  # for the Run's intensity range
+            whole = full  # for the Run's intensity range
         else:
-            data = layer_array(layer)
+            data = full if lazy else layer_array(layer)
         source = layer
         data, alpha = split_alpha(data, layer.rgb)  # RGBA: the colour is denoised, alpha kept
         if whole is not None:
             whole = split_alpha(whole, layer.rgb)[0]
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
-        noise_map = get_method(method).noise_map if self.noise_map.value else None
 
         def job():
             kwargs = dict(params)
@@ -278,6 +286,11 @@ class DenoiseWidget(JobDock):
                 kwargs["noise_model"] = resolve_noise_model(
                     kwargs["noise_model"], whole, channel_axis=-1 if channels == 3 else None
                 )
+            if lazy:
+                import dask.array
+
+                store = yield from iter_compute(denoise(data, **kwargs), scratch_store(), method=method)
+                return join_alpha(dask.array.from_zarr(str(store)), alpha), None, card
             if noise_map is None:
                 result = yield from iter_denoise(data, **kwargs)
                 return join_alpha(result, alpha)[keep], None, card

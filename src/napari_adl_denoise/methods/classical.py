@@ -17,10 +17,14 @@ def _sigma(item: np.ndarray, ctx: MethodContext) -> float:
 
     if ctx.options.get("sigma") is not None:
         return float(ctx.options["sigma"])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         # Each channel is a single-channel spatial array; skimage guesses colour from a short last axis.
         warnings.filterwarnings("ignore", message="image is size", category=UserWarning)
-        return float(np.mean([estimate_sigma(channel) for channel in item]))
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = float(np.mean([estimate_sigma(channel) for channel in item]))
+    if not np.isfinite(sigma):
+        raise ValueError(f"an image of {item.shape[1:]} is too small to estimate its noise; give sigma")
+    return sigma
 
 
 def _classical(denoise_one: Callable[[np.ndarray, float, MethodContext], np.ndarray]) -> Callable:
@@ -29,6 +33,9 @@ def _classical(denoise_one: Callable[[np.ndarray, float, MethodContext], np.ndar
     def factory(ctx: MethodContext) -> Runner:
         def run(item: np.ndarray) -> Generator[tuple[int, int], None, np.ndarray]:
             yield 0, 1
+            if item.min() == item.max():  # a constant item (a blank slice) is its own result
+                yield 1, 1
+                return item.astype(np.float32)
             out = denoise_one(item, _sigma(item, ctx), ctx)
             yield 1, 1
             return np.asarray(out, dtype=np.float32).reshape(item.shape)
