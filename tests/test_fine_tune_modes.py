@@ -264,3 +264,38 @@ def test_the_adversarial_option_trains_a_discriminator_and_keeps_the_best_weight
         card["training_config"]["loss"]["histogram"] > 0
         and card["training_config"]["loss"]["adversarial"] > 0
     )
+
+
+def test_a_killed_fine_tune_resumes_where_it_was_and_then_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_image(tmp_path / "noisy.tif", NOISY)
+    output = tmp_path / "k.safetensors"
+    state = tmp_path / ".k.fine-tune"
+    args = ["fine-tune", str(output), str(tmp_path / "noisy.tif"), "--mode", "noisy", "--steps", "160"]
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from napari_adl_denoise.cli import main; main(sys.argv[1:])",
+            *args,
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (state / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # a checkpoint or two later
+    finally:
+        child.send_signal(signal.SIGKILL)  # no chance to clean up or save
+        child.wait()
+    assert (state / "checkpoint.pt").is_file() and not output.exists()
+    with pytest.raises(ValueError, match="no killed fine-tune of other.safetensors"):
+        next(fine_tune([NOISY], tmp_path / "other.safetensors", mode="noisy", resume=True))
+
+    records, path = drain(fine_tune([NOISY], output, mode="noisy", steps=160, resume=True))
+    assert records[0].step > 0 and records[-1].step == 160 and path == output
+    assert not state.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["k.safetensors", "noisy.tif"]

@@ -127,7 +127,10 @@ def test_metrics_are_numbers_or_one_line(image, name, data_range):
 @SETTINGS
 @given(
     arrays(
-        min_dims=2, max_dims=4, max_side=12, dtype=st.sampled_from(["uint8", "uint16", "int16", "float32"])
+        min_dims=2,
+        max_dims=4,
+        max_side=12,
+        dtype=st.sampled_from(["uint8", "uint16", "int16", "float32", "bool", "float16", "int64"]),
     ),
     st.sampled_from([".tif", ".npy", ".nii.gz", ".png"]),
 )
@@ -147,9 +150,24 @@ def test_written_images_read_back_as_written_or_one_line(tmp_path_factory, image
         expected = np.clip(np.rint(np.nan_to_num(image.astype(np.float64))), 0, 255).astype(np.uint8)
         assert back.shape == image.shape and back.dtype == np.uint8
         np.testing.assert_array_equal(back, expected)
-    else:
+    else:  # the values as written (a mask as uint8 0/1, half floats in NIfTI as float32)
         assert back.shape == image.shape
         np.testing.assert_array_equal(back, image)
+
+
+def test_the_napari_nifti_writer_takes_masks_and_half_floats_and_refuses_rgb(tmp_path):
+    from napari_adl_denoise._napari.nifti import write_nifti
+
+    mask = np.zeros((4, 5, 6), bool)
+    mask[1:3] = True
+    for data in (mask, mask.astype(np.float16), mask.astype(np.int64)):
+        (path,) = write_nifti(str(tmp_path / f"m-{data.dtype}"), data, {"scale": [2.0, 1.0, 1.0]})
+        np.testing.assert_array_equal(read_image(path).data, data)
+    with pytest.raises(ValueError, match="save an RGB layer as .tif or .png"):
+        write_nifti(str(tmp_path / "rgb.nii"), np.zeros((4, 5, 3), np.uint8), {"rgb": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"m-{t}.nii.gz" for t in ("bool", "float16", "int64")
+    ]
 
 
 def test_the_property_tests_can_fail():

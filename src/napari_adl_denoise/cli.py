@@ -188,6 +188,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-minutes", type=float, help="stop and save after this long (default: the preset's)"
     )
     tuner.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")
+    tuner.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run that was killed (same inputs and options): its state is kept beside "
+        "OUTPUT until the run ends",
+    )
     tuner.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the preset's)")
     tuner.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2: volumes slice by slice")
     tuner.add_argument("--channel-axis", type=int, help="axis of colour channels (PNG/JPEG: detected)")
@@ -458,6 +464,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
         lr=args.lr,
         device=args.device,
         adversarial=args.adversarial,
+        resume=args.resume,
     )
     stopping: list[bool] = []  # one entry per Ctrl-C: whether training had started then
     started = False

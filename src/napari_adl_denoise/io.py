@@ -149,6 +149,8 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
         raise ValueError(f"nothing to write: the image is empty (shape {data.shape})")
     if fmt in ("png", "jpeg") and not (data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in (3, 4))):
         raise ValueError(f"{fmt.upper()} holds 2D gray, RGB or RGBA images, not shape {data.shape}; use .tif")
+    if getattr(data, "dtype", None) == np.bool_:  # a mask: 0 and 1, which every format holds
+        data = np.asarray(data).astype(np.uint8)
     if fmt == "zarr":
         from ._chunked import need, write_zarr
 
@@ -163,8 +165,11 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
             header = like.extra.get("header") if like is not None else None
             if data.ndim > 3:  # (t, ..., x, y, z) -> (x, y, z, t, ...), as NIfTI stores it
                 data = np.moveaxis(data, range(data.ndim - 3), range(3, data.ndim))
-            img = nib.Nifti1Image(data, affine if affine is not None else np.eye(4), header=header)
-            img.set_data_dtype(data.dtype)
+            if data.dtype == np.float16:  # NIfTI has no half floats
+                data = data.astype(np.float32)
+            img = nib.Nifti1Image(
+                data, affine if affine is not None else np.eye(4), header=header, dtype=data.dtype
+            )
             nib.save(img, str(tmp))
         elif fmt == "tiff":
             import tifffile

@@ -44,6 +44,8 @@ def write_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     from elsewhere gets an affine from its scale."""
     if not str(path).lower().endswith(EXTENSIONS):
         path = f"{path}.nii.gz"
+    if meta.get("rgb"):
+        raise ValueError("NIfTI holds gray images and volumes: save an RGB layer as .tif or .png")
     array = np.asarray(data)
     nifti = (meta.get("metadata") or {}).get("nifti") or {}
     affine = nifti.get("affine")

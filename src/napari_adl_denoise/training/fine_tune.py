@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import shutil
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -74,6 +74,7 @@ def fine_tune(
     device: str | None = None,
     adversarial: bool = False,
     seed: int = 0,
+    resume: bool = False,
 ) -> Generator[TrainProgress, str | None, Path]:
     """Adapt a model to your data: a generator of :class:`TrainProgress`, returning the saved path.
 
@@ -145,6 +146,12 @@ def fine_tune(
         (README, "Fine-tuning on your own data").
     seed : int
         Seeds patches and noise.
+    resume : bool
+        Continue a run that was killed (the process ended without stopping it: a crash, a
+        power cut). A run keeps its state beside ``output``, in a hidden ``.NAME.fine-tune``
+        folder, checkpointed at every validation; give the same images and arguments. The
+        folder goes when the run ends, stops, is closed or fails; a run that does not resume
+        replaces a killed one's.
 
     Returns
     -------
@@ -189,6 +196,9 @@ def fine_tune(
         )
     output = output_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)  # the user models folder may not exist yet
+    run_dir = output.parent / f".{output.stem}.fine-tune"
+    if resume and not (run_dir / "checkpoint.pt").is_file():
+        raise ValueError(f"no killed fine-tune of {output.name} to resume (nothing in {run_dir})")
     device = resolve_device(device or recipe.device)
     if preset == "gpu" and device.type == "cpu":
         raise ValueError("preset 'gpu' runs on a CUDA or MPS device, not the CPU: use preset 'cpu'")
@@ -235,7 +245,9 @@ def fine_tune(
         "pairs": "noisy/clean pair(s)",
         "noisy": "noisy image(s), self-supervised",
     }
-    with tempfile.TemporaryDirectory(prefix="adl-fine-tune-") as run_dir:
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    try:
         run_config = TrainingConfig(
             name="fine-tune",
             description=f"{info.name} fine-tuned on {len(train_arrays)} {what[mode]}",
@@ -255,9 +267,9 @@ def fine_tune(
             loss=_loss(info.card, adversarial),
             phases=_phases(steps, adversarial),
             validate_every=max(steps // 20, 1),
-            checkpoint_every=steps,
+            checkpoint_every=max(steps // 20, 1),
             seed=seed,
-            output=run_dir,
+            output=str(run_dir),
             init=str(info.path),
         )
         arrays = {
@@ -266,7 +278,7 @@ def fine_tune(
             "train_targets": target_arrays,
             "val_targets": val_targets,
         }
-        run = train(run_config, device=str(device), images=arrays)
+        run = train(run_config, resume=resume, device=str(device), images=arrays)
         command = None
         try:
             while True:
@@ -282,6 +294,8 @@ def fine_tune(
         card = {**tuned.card, "base_model": info.name, "fine_tune": {"mode": mode, "preset": preset}}
         card["training_config"]["output"] = str(output.parent)
         save_model(tuned.model, output, card, dtype=torch.float16)
+    finally:  # ended, stopped, closed or failed: only a killed run leaves its state to resume
+        shutil.rmtree(run_dir, ignore_errors=True)
     return output
 
 
