@@ -56,10 +56,9 @@ print(json.dumps({"code": code, "seconds": seconds, "peak_kib": peak}))
 
 
 def template() -> np.ndarray:
-    import nibabel as nib
     from nilearn import datasets
 
-    t1 = np.asarray(nib.load(datasets.load_mni152_template(resolution=1).get_filename()).dataobj, np.float32)
+    t1 = np.asarray(datasets.load_mni152_template(resolution=1).dataobj, np.float32)
     return t1 / t1.max()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics
-from ._chunked import iter_compute
+from ._chunked import iter_compute, iter_write
 from ._device import available_devices
 from .inference import DenoiseProgress, denoise, iter_denoise
 from .methods import NoModelError, Plan, get_method, list_methods, plan_denoise, register_method
@@ -49,6 +49,7 @@ __all__ = [
     "get_method",
     "iter_compute",
     "iter_denoise",
+    "iter_write",
     "list_methods",
     "list_models",
     "load_model",

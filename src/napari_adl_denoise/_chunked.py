@@ -109,15 +109,9 @@ def denoise_lazy(
     context small; the result equals the in-memory ``denoise`` with the same ``tile_shape``.
     """
     da = need("dask.array")
-    x = da.from_zarr(image) if type(image).__module__.startswith("zarr") else da.asarray(image)
-    chosen = check_call(method, model, options)
-    if not chosen.learned:
-        raise ValueError(
-            f"method {method!r} denoises whole images; a dask or zarr array is denoised block by "
-            "block with a learned method (or load it first: numpy.asarray)"
-        )
-    check_dtype(x)
-    spatial_dims, channels, channel_axis = layout(x.shape, channel_axis, spatial_dims)
+    x, chosen, spatial_dims, channels, channel_axis = _start(
+        image, method, model, options, channel_axis, spatial_dims
+    )
     kwargs = dict(
         model=model,
         device=device,
@@ -141,41 +135,15 @@ def denoise_lazy(
             ],
             axis=channel_axis,
         )
-    check_dims(chosen, spatial_dims)
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-
-    loaded = as_loaded_model(model, spatial_dims, channels, method)  # checks the model fits
-    planes = loaded.config.spatial_dims < spatial_dims
-    canonical = da.moveaxis(x, channel_axis, 0) if channel_axis is not None else x[None]
-    spatial = tuple(canonical.shape[-spatial_dims:])
-    padded = tuple(round_up(s) for s in spatial)
-    resolved = resolve_device(device)
-    model_sd = loaded.config.spatial_dims
-    if tile_shape is None:
-        edge = LAZY_TILE_EDGE[model_sd]
-        tile_shape = tuple(min(edge, p) for p in padded)
-    # One tile edge per axis, the same for every slicing direction (the in-memory default too).
-    if planes:
-        per_axis = [0] * spatial_dims
-        for axis in range(spatial_dims):
-            view = padded[:axis] + padded[axis + 1 :]
-            tile = _tile_shape(
-                _slice_tile(_as_tuple(tile_shape, spatial_dims), axis), view, resolved, overlap
-            )
-            for b, t in zip([b for b in range(spatial_dims) if b != axis], tile, strict=True):
-                per_axis[b] = max(per_axis[b], t)
-        tiles = tuple(per_axis)
-    else:
-        tiles = _tile_shape(tile_shape, padded, resolved, overlap)
-    if chunks is None:
-        chunks = BLOCK_EDGE[3 if spatial_dims == 3 else 2]
-    block = _as_tuple(chunks, spatial_dims)
-    if any(int(b) < 1 for b in block):
-        raise ValueError(f"chunks must be positive, got {chunks!r}")
-    block = tuple(max(int(b), t) for b, t in zip(block, tiles, strict=True))  # a chunk >= its context
-
-    imap = intensity_map(x, noise_model, channel_axis, intensity_range, chosen, options)
+    p = _prepare(x, chosen, spatial_dims, channels, channel_axis, kwargs, options)
+    canonical, spatial, tiles, block, imap, loaded = (
+        p.canonical,
+        p.spatial,
+        p.tiles,
+        p.block,
+        p.imap,
+        p.loaded,
+    )
     lead = canonical.ndim - 1 - spatial_dims
     axes = tuple(_axis_chunks(n, b) for n, b in zip(spatial, block, strict=True))
     canonical = canonical.rechunk(
@@ -219,6 +187,76 @@ def _axis_chunks(size: int, block: int) -> tuple[int, ...]:
     chunk must be as long as the context its neighbours take from it)."""
     n = max(1, size // block)
     return (block,) * (n - 1) + (size - (n - 1) * block,)
+
+
+def _start(image, method, model, options, channel_axis, spatial_dims):
+    """The image as a dask array, the method and the layout, checked."""
+    da = need("dask.array")
+    x = da.from_zarr(image) if type(image).__module__.startswith("zarr") else da.asarray(image)
+    chosen = check_call(method, model, options)
+    if not chosen.learned:
+        raise ValueError(
+            f"method {method!r} denoises whole images; a dask or zarr array is denoised block by "
+            "block with a learned method (or load it first: numpy.asarray)"
+        )
+    check_dtype(x)
+    return x, chosen, *layout(x.shape, channel_axis, spatial_dims)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """A lazy job, checked: the data in canonical layout ``(channels, *lead, *spatial)``."""
+
+    canonical: Any
+    spatial: tuple[int, ...]
+    tiles: tuple[int, ...]
+    """One tile edge per spatial axis (out of core)."""
+    block: tuple[int, ...]
+    imap: IntensityMap | None
+    loaded: Any
+    planes: bool
+
+
+def _prepare(x, chosen, spatial_dims, channels, channel_axis, kwargs, options) -> _Prepared:
+    """Everything :func:`denoise_lazy` checks and resolves before it builds its graph."""
+    method, model, device = chosen.name, kwargs["model"], kwargs["device"]
+    tile_shape, overlap, chunks = kwargs["tile_shape"], kwargs["overlap"], kwargs["chunks"]
+    check_dims(chosen, spatial_dims)
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+
+    loaded = as_loaded_model(model, spatial_dims, channels, method)  # checks the model fits
+    planes = loaded.config.spatial_dims < spatial_dims
+    canonical = need("dask.array").moveaxis(x, channel_axis, 0) if channel_axis is not None else x[None]
+    spatial = tuple(canonical.shape[-spatial_dims:])
+    padded = tuple(round_up(s) for s in spatial)
+    resolved = resolve_device(device)
+    model_sd = loaded.config.spatial_dims
+    if tile_shape is None:
+        edge = LAZY_TILE_EDGE[model_sd]
+        tile_shape = tuple(min(edge, p) for p in padded)
+    # One tile edge per axis, the same for every slicing direction (the in-memory default too).
+    if planes:
+        per_axis = [0] * spatial_dims
+        for axis in range(spatial_dims):
+            view = padded[:axis] + padded[axis + 1 :]
+            tile = _tile_shape(
+                _slice_tile(_as_tuple(tile_shape, spatial_dims), axis), view, resolved, overlap
+            )
+            for b, t in zip([b for b in range(spatial_dims) if b != axis], tile, strict=True):
+                per_axis[b] = max(per_axis[b], t)
+        tiles = tuple(per_axis)
+    else:
+        tiles = _tile_shape(tile_shape, padded, resolved, overlap)
+    if chunks is None:
+        chunks = BLOCK_EDGE[3 if spatial_dims == 3 else 2]
+    block = _as_tuple(chunks, spatial_dims)
+    if any(int(b) < 1 for b in block):
+        raise ValueError(f"chunks must be positive, got {chunks!r}")
+    block = tuple(max(int(b), t) for b, t in zip(block, tiles, strict=True))  # a chunk >= its context
+
+    imap = intensity_map(x, kwargs["noise_model"], channel_axis, kwargs["intensity_range"], chosen, options)
+    return _Prepared(canonical, spatial, tiles, block, imap, loaded, planes)
 
 
 def _from_file(model: Any) -> bool:
@@ -324,6 +362,91 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def iter_write(
+    image: Any,
+    store: str | os.PathLike,
+    method: str = "adl",
+    *,
+    model: Any = None,
+    device: str = "auto",
+    tile_shape: int | tuple[int, ...] | None = None,
+    overlap: float = 0.25,
+    channel_axis: int | None = None,
+    spatial_dims: int | None = None,
+    intensity_range: tuple[float, float] | None = None,
+    noise_model: Any = None,
+    chunks: int | tuple[int, ...] | None = None,
+    slab: int = 64,
+    **options: Any,
+) -> Generator[DenoiseProgress, None, Path]:
+    """Denoise ``image`` (numpy, dask or zarr) into a new Zarr store at ``store``, holding
+    neither the image nor the result: a generator of :class:`DenoiseProgress`, returning the path.
+
+    A gray volume through a 2D model (the default for volumes) goes ``slab`` slices at a time
+    along each axis in turn, the three directions summed in the store: the in-memory result
+    with the in-memory tiles, at the in-memory speed, in the memory of a slab. Anything else
+    goes through the blocks of :func:`denoise_lazy` (``chunks``). Same arguments as
+    :func:`napari_adl_denoise.denoise`; written under a temporary name and renamed when
+    complete (:func:`iter_compute`), and closing the generator cancels.
+    """
+    kwargs = dict(
+        model=model,
+        device=device,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        spatial_dims=spatial_dims,
+        intensity_range=intensity_range,
+        noise_model=noise_model,
+        chunks=chunks,
+    )
+    x, chosen, sd, channels, axis = _start(image, method, model, dict(options), channel_axis, spatial_dims)
+    if axis is None and sd == 3 and slab >= 1:
+        p = _prepare(x, chosen, sd, channels, axis, kwargs, options)
+        if p.planes and p.imap is not None:
+            return (
+                yield from _iter_slabs(
+                    p, Path(store), method, tile_shape, overlap, device, int(slab), options
+                )
+            )
+    lazy = denoise_lazy(image, method, channel_axis=channel_axis, **kwargs, **options)
+    return (yield from iter_compute(lazy, store, method=method))
+
+
+def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device, slab, options):
+    """The three directions of a gray volume (or a stack of them), slab by slab, summed in a
+    Zarr store in the order and precision the in-memory path sums them."""
+    from .inference import progress_of
+    from .methods import get_method
+
+    x = p.canonical[0]  # (*lead, Z, Y, X)
+    lead, spatial = x.shape[:-3], x.shape[-3:]
+    runs = [(item, d, s) for item in np.ndindex(*lead) for d in range(3) for s in range(0, spatial[d], slab)]
+    ctx = MethodContext(3, 1, p.loaded, device, tile_shape, overlap, dict(options))
+    runner = get_method(method).factory(ctx)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        zarr = need("zarr")
+        out = zarr.open(str(tmp), mode="w", shape=x.shape, chunks=(1,) * len(lead) + (slab,) * 3, dtype="f4")
+        for n, (item, d, s) in enumerate(runs):
+            where = (*item, *(slice(s, s + slab) if a == d else slice(None) for a in range(3)))
+            raw = np.asarray(x[where])
+            check_values(raw)
+            stack_ = np.moveaxis(p.imap.normalise(raw), d, 0)[None]  # (1, slices, *plane)
+            runner.requested_tile = _slice_tile(tile_shape, d)
+            steps = runner._denoise(stack_, Window.whole(stack_.shape[2:]))
+            result = yield from progress_of(steps, method, n, len(runs))
+            result = np.moveaxis(result[0], 0, d)
+            if d == 0:
+                out[where] = result
+            elif d == 1:
+                out[where] = out[where] + result
+            else:
+                out[where] = p.imap.restore((out[where] + result) / 3)
+        _replace_dir(tmp, target)
+    return target
 
 
 def scratch_store() -> Path:

@@ -224,7 +224,7 @@ def _check_output(output: str, *inputs: str) -> None:
 
 def _denoise(args: argparse.Namespace) -> int:
 
-    from ._chunked import iter_compute
+    from ._chunked import iter_compute, iter_write
     from .inference import iter_denoise, join_alpha, layout, split_alpha
     from .io import image_format, read_image, write_image
     from .methods import get_method, plan_denoise
@@ -256,25 +256,27 @@ def _denoise(args: argparse.Namespace) -> int:
 
         from .inference import denoise
 
-        lazy = denoise(
-            data if src.format == "zarr" else da.from_array(data),
-            args.method,
-            model=args.model,
-            device=args.device,
-            tile_shape=args.tile,
-            overlap=args.overlap,
-            channel_axis=channel_axis,
-            spatial_dims=args.spatial_dims,
-            noise_model=noise_model,
-            chunks=args.chunks,
+        kwargs = {
+            "model": args.model,
+            "device": args.device,
+            "tile_shape": args.tile,
+            "overlap": args.overlap,
+            "channel_axis": channel_axis,
+            "spatial_dims": args.spatial_dims,
+            "noise_model": noise_model,
+            "chunks": args.chunks,
             **options,
-        )
+        }
+        lazy_input = data if src.format == "zarr" else da.from_array(data)
+        if image_format(args.output) == "zarr":  # never the whole result in memory
+            _run(iter_write(lazy_input, args.output, args.method, **kwargs), args.method)
+            print(f"wrote {args.output} ({args.method}, shape {data.shape})")
+            return 0
+        lazy = denoise(lazy_input, args.method, **kwargs)
         print(f"{args.method}: {lazy.npartitions} blocks of up to {lazy.chunksize}", file=sys.stderr)
-        to_zarr = image_format(args.output) == "zarr"
-        result = _run(iter_compute(lazy, args.output if to_zarr else None, method=args.method), args.method)
-        if not to_zarr:
-            write_image(args.output, join_alpha(result, alpha), like=src)
-        print(f"wrote {args.output} ({args.method}, shape {lazy.shape})")
+        result = _run(iter_compute(lazy, method=args.method), args.method)
+        write_image(args.output, join_alpha(result, alpha), like=src)
+        print(f"wrote {args.output} ({args.method}, shape {result.shape})")
         return 0
     if get_method(args.method).learned:  # the model, tiles and memory, before the work
         sd, channels, axis = layout(data.shape, channel_axis, args.spatial_dims)

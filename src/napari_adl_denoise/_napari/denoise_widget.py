@@ -10,11 +10,10 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QSizePolicy
 
-from .._chunked import is_lazy, iter_compute, scratch_store
+from .._chunked import is_lazy, iter_write, scratch_store
 from .._device import available_devices
 from ..inference import (
     NOISE_MODELS,
-    denoise,
     iter_denoise,
     join_alpha,
     resolve_noise_model,
@@ -289,7 +288,7 @@ class DenoiseWidget(JobDock):
             if lazy:
                 import dask.array
 
-                store = yield from iter_compute(denoise(data, **kwargs), scratch_store(), method=method)
+                store = yield from iter_write(data, scratch_store(), **kwargs)
                 return join_alpha(dask.array.from_zarr(str(store)), alpha), None, card
             if noise_map is None:
                 result = yield from iter_denoise(data, **kwargs)
