@@ -113,7 +113,7 @@ def test_a_cancelled_or_failed_write_leaves_nothing_and_keeps_the_old_store(nois
     with pytest.raises(ValueError, match="NaN"):  # seen in the intensity range, before any work
         adl.denoise(da.from_array(bad))
     monkeypatch.setattr(adl.inference, "_SAMPLE", 500)  # a subsample that misses it, as in a large image
-    lazy = adl.denoise(da.from_array(bad), tile_shape=16, chunks=(16, 24, 16))
+    lazy = adl.denoise(da.from_array(np.concatenate([bad, bad], axis=1)), tile_shape=16, chunks=(16, 24, 16))
     with pytest.raises(ValueError, match="NaN"):  # then its block says so
         write_zarr(lazy, target)
     assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]
@@ -205,3 +205,19 @@ def test_a_volume_is_written_slab_by_slab_as_the_in_memory_default_gives_it(nois
     next(steps), next(steps)
     steps.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zarr", "s.zarr", "v.zarr"]
+
+
+def test_the_cli_keeps_the_alpha_of_an_rgba_png_block_by_block(tmp_path):
+    import imageio.v3 as iio
+
+    from napari_adl_denoise.cli import main
+
+    rgb = np.clip(add_noise(data.astronaut()[:40, :48], "gaussian", sigma=20, seed=6), 0, 255).astype(
+        np.uint8
+    )
+    alpha = np.full((40, 48, 1), 200, np.uint8)
+    iio.imwrite(tmp_path / "in.png", np.concatenate([rgb, alpha], axis=-1))
+    assert main(["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.zarr"), "--chunks", "32"]) == 0
+    written = zarr.open(str(tmp_path / "out.zarr"), mode="r")[:]
+    assert written.shape == (40, 48, 4)
+    np.testing.assert_array_equal(written[..., 3], 200)

@@ -295,6 +295,9 @@ def test_a_killed_fine_tune_resumes_where_it_was_and_then_cleans_up(tmp_path):
     assert (state / "checkpoint.pt").is_file() and not output.exists()
     with pytest.raises(ValueError, match="no killed fine-tune of other.safetensors"):
         next(fine_tune([NOISY], tmp_path / "other.safetensors", mode="noisy", resume=True))
+    with pytest.raises(ValueError, match="another model config"):  # a resume that cannot go on ...
+        drain(fine_tune([NOISY], output, mode="noisy", model="adaptive-cnn-2d-gray", steps=160, resume=True))
+    assert (state / "checkpoint.pt").is_file()  # ... keeps the state for the one that can
 
     records, path = drain(fine_tune([NOISY], output, mode="noisy", steps=160, resume=True))
     assert records[0].step > 0 and records[-1].step == 160 and path == output

@@ -933,8 +933,12 @@ def test_a_lazy_layer_is_denoised_block_by_block_and_its_result_stays_lazy(viewe
     assert isinstance(result, da.Array)  # read from a Zarr store as napari shows it
     expected = denoise(da.from_array(noisy)).compute()
     np.testing.assert_allclose(np.asarray(result), expected, atol=1e-4 * float(np.abs(expected).max()))
+    store = Path(viewer.layers[1].metadata["napari_adl_denoise"]["store"])
+    assert store.is_dir() and store.name == "result.zarr"
+    viewer.layers.remove(viewer.layers[1])  # its store on disk goes with it
+    assert not store.parent.exists()
     widget.method.value = "noise-attention"
     widget.noise_map.value = True
     widget.run_button.native.click()
-    assert len(viewer.layers) == 2
+    assert len(viewer.layers) == 1
     assert any("no noise estimate for the lazy" in str(n.message) for n in notifications)

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import shutil
 import tempfile
@@ -39,12 +40,21 @@ from .inference import (
 from .methods import MethodContext
 from .methods._learned import Window, _slice_tile, _tile_shape, as_loaded_model
 
-__all__ = ["denoise_lazy", "is_lazy", "iter_compute", "scratch_store", "write_zarr"]
+__all__ = [
+    "denoise_lazy",
+    "discard_store",
+    "is_lazy",
+    "iter_compute",
+    "iter_write",
+    "scratch_store",
+    "write_zarr",
+]
 
 # Largest default tile edge out of core (each block carries one tile edge of context per side,
 # so tiles are kept small), and the default block edge: 2D models, 3D models.
 LAZY_TILE_EDGE = {2: 128, 3: 32}
 BLOCK_EDGE = {2: 1024, 3: 256}
+_SLAB_VOXELS = 2**26  # the most voxels a slab of iter_write takes to match its input's chunks
 
 
 def need(module: str):
@@ -156,7 +166,7 @@ def denoise_lazy(
         depth = tuple(t if len(c) > 1 else 0 for t, c in zip(tiles, axes, strict=True))
         job = _Job(
             method,
-            str(loaded.path) if _from_file(model) and loaded.path is not None else loaded,
+            _model_ref(model, loaded),
             device,
             spatial_dims,
             channels,
@@ -238,11 +248,12 @@ def _prepare(x, chosen, spatial_dims, channels, channel_axis, kwargs, options) -
     # One tile edge per axis, the same for every slicing direction (the in-memory default too).
     if planes:
         per_axis = [0] * spatial_dims
+        requested = (
+            tile_shape if isinstance(tile_shape, tuple | list) else _as_tuple(tile_shape, spatial_dims)
+        )
         for axis in range(spatial_dims):
             view = padded[:axis] + padded[axis + 1 :]
-            tile = _tile_shape(
-                _slice_tile(_as_tuple(tile_shape, spatial_dims), axis), view, resolved, overlap
-            )
+            tile = _tile_shape(_slice_tile(tuple(requested), axis), view, resolved, overlap)
             for b, t in zip([b for b in range(spatial_dims) if b != axis], tile, strict=True):
                 per_axis[b] = max(per_axis[b], t)
         tiles = tuple(per_axis)
@@ -259,8 +270,14 @@ def _prepare(x, chosen, spatial_dims, channels, channel_axis, kwargs, options) -
     return _Prepared(canonical, spatial, tiles, block, imap, loaded, planes)
 
 
-def _from_file(model: Any) -> bool:
-    return model is None or isinstance(model, str | os.PathLike)
+def _model_ref(model: Any, loaded: Any) -> Any:
+    """What a block loads the model from: a bundled or user model's name (each worker finds it
+    in its own installation), the file a path names, else the network itself."""
+    if model is None:
+        return loaded.name
+    if isinstance(model, str | os.PathLike):
+        return str(Path(model).resolve()) if Path(model).is_file() else str(model)
+    return loaded
 
 
 def _as_tuple(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
@@ -308,6 +325,8 @@ def _denoise_block(block: np.ndarray, *, job: _Job, block_info: dict | None = No
                 while True:
                     next(steps)
             except StopIteration as stop:
+                if not np.isfinite(stop.value).all():
+                    raise ValueError(f"method {job.method!r} gave NaN or infinite values") from None
                 out[:, i] = job.imap.restore(stop.value)
     return out.reshape(*block.shape[:-sd], *window.size)
 
@@ -358,8 +377,13 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
         os.replace(target, old / target.name)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            os.replace(old / target.name, target)  # the old store back where it was
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
 
@@ -422,7 +446,18 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
 
     x = p.canonical[0]  # (*lead, Z, Y, X)
     lead, spatial = x.shape[:-3], x.shape[-3:]
-    runs = [(item, d, s) for item in np.ndindex(*lead) for d in range(3) for s in range(0, spatial[d], slab)]
+    # Slabs as thick as the input's chunks along their axis where memory allows (each chunk is
+    # then read once per direction), in whole multiples of ``slab``, the store's chunk edge.
+    thick = [
+        slab
+        * max(
+            1, min(math.ceil(max(x.chunks[-3 + d]) / slab), _SLAB_VOXELS // (math.prod(spatial) // n) // slab)
+        )
+        for d, n in enumerate(spatial)
+    ]
+    runs = [
+        (item, d, s) for item in np.ndindex(*lead) for d in range(3) for s in range(0, spatial[d], thick[d])
+    ]
     ctx = MethodContext(3, 1, p.loaded, device, tile_shape, overlap, dict(options))
     runner = get_method(method).factory(ctx)
     with contextlib.ExitStack() as stack:
@@ -431,7 +466,7 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
         zarr = need("zarr")
         out = zarr.open(str(tmp), mode="w", shape=x.shape, chunks=(1,) * len(lead) + (slab,) * 3, dtype="f4")
         for n, (item, d, s) in enumerate(runs):
-            where = (*item, *(slice(s, s + slab) if a == d else slice(None) for a in range(3)))
+            where = (*item, *(slice(s, s + thick[d]) if a == d else slice(None) for a in range(3)))
             raw = np.asarray(x[where])
             check_values(raw)
             stack_ = np.moveaxis(p.imap.normalise(raw), d, 0)[None]  # (1, slices, *plane)
@@ -450,11 +485,21 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
 
 
 def scratch_store() -> Path:
-    """A path for a Zarr store in a new temporary folder, deleted when Python exits (the
-    Denoise dock's results of lazy layers, which napari reads from there)."""
-    folder = tempfile.mkdtemp(prefix="napari-adl-denoise-")
+    """A path for a Zarr store in a new folder of the user cache (on disk, where ``/tmp`` may be
+    memory), deleted when Python exits: the Denoise dock's results of lazy layers, which napari
+    reads from there (and :func:`discard_store` deletes with their layer)."""
+    import platformdirs
+
+    cache = platformdirs.user_cache_path("napari-adl-denoise") / "lazy-results"
+    cache.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="result-", dir=cache)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return Path(folder) / "result.zarr"
+
+
+def discard_store(store: Path) -> None:
+    """Delete a :func:`scratch_store` and its folder."""
+    shutil.rmtree(Path(store).parent, ignore_errors=True)
 
 
 def write_zarr(result: Any, store: str | os.PathLike) -> Path:

@@ -267,15 +267,16 @@ def _denoise(args: argparse.Namespace) -> int:
             "chunks": args.chunks,
             **options,
         }
-        lazy_input = data if src.format == "zarr" else da.from_array(data)
+        # the whole image, alpha included: block by block keeps an RGBA alpha itself
+        lazy_input = src.data if src.format == "zarr" else da.from_array(src.data)
         if image_format(args.output) == "zarr":  # never the whole result in memory
             _run(iter_write(lazy_input, args.output, args.method, **kwargs), args.method)
-            print(f"wrote {args.output} ({args.method}, shape {data.shape})")
+            print(f"wrote {args.output} ({args.method}, shape {src.data.shape})")
             return 0
         lazy = denoise(lazy_input, args.method, **kwargs)
         print(f"{args.method}: {lazy.npartitions} blocks of up to {lazy.chunksize}", file=sys.stderr)
         result = _run(iter_compute(lazy, method=args.method), args.method)
-        write_image(args.output, join_alpha(result, alpha), like=src)
+        write_image(args.output, result, like=src)
         print(f"wrote {args.output} ({args.method}, shape {result.shape})")
         return 0
     if get_method(args.method).learned:  # the model, tiles and memory, before the work

@@ -61,15 +61,19 @@ def robust_range(image: npt.ArrayLike) -> tuple[float, float]:
 
 
 def _subsample(image: npt.ArrayLike) -> np.ndarray:
-    """Every k-th element along every axis, at most about ``_SAMPLE`` of them, as numpy."""
+    """Every k-th element along the long axes (64 or more: spatial ones), every element along
+    the others (channels, short stacks), at most about ``_SAMPLE`` in all, as numpy."""
     if not hasattr(image, "shape"):
         image = np.asarray(image)
     shape = image.shape
     size = math.prod(shape)
-    if size <= _SAMPLE:
+    long = [a for a, n in enumerate(shape) if n >= 64]
+    if size <= _SAMPLE or not long:
         return np.asarray(image)
-    step = math.ceil((size / _SAMPLE) ** (1 / len(shape)))
-    return np.asarray(image[(slice(None, None, step),) * len(shape)])
+    step = math.ceil((size / _SAMPLE) ** (1 / len(long)))
+    return np.asarray(
+        image[tuple(slice(None, None, step) if a in long else slice(None) for a in range(len(shape)))]
+    )
 
 
 def layout(
@@ -259,13 +263,16 @@ class IntensityMap:
     stabiliser: NoiseModel | None = None
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
-        """A new float32 array (one float32 copy of ``x`` in memory, no more)."""
-        if self.stabiliser is not None:
-            return ((_vst.forward(x, self.stabiliser) - self.lo) / self.scale).astype(np.float32)
-        y = np.asarray(x, dtype=np.float32).copy()
-        y -= self.lo
-        y /= self.scale
-        return y
+        """A new float32 array, computed in float64 a part at a time (a large offset keeps its
+        precision, and memory holds one float32 copy of ``x``)."""
+        out = np.empty(x.shape, dtype=np.float32)
+        lead = next((k for k in range(x.ndim + 1) if math.prod(x.shape[k:]) <= _SAMPLE), x.ndim)
+        for index in np.ndindex(*x.shape[:lead]):
+            part = np.asarray(x[index], dtype=np.float64)
+            if self.stabiliser is not None:
+                part = _vst.forward(part, self.stabiliser)
+            out[index] = (part - self.lo) / self.scale
+        return out
 
     def restore(self, y: np.ndarray) -> np.ndarray:
         """``y`` (float32, a method's result) on the image's scale, in place where it can be."""
@@ -349,7 +356,7 @@ def resolve_noise_model(
         )
     if choice == "blind":
         return None
-    array = np.asarray(image)
+    array = image if type(image).__module__.split(".")[0] == "dask" else np.asarray(image)
     channels_first = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array
     try:
         estimated = estimate_noise_model(channels_first)

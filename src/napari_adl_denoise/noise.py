@@ -346,7 +346,8 @@ def estimate_noise_model(image: npt.ArrayLike, *, bins: int = 16) -> NoiseModel:
     >>> round(estimate_noise_model(noisy).gain, 1)  # doctest: +SKIP
     5.4
     """
-    x = np.asarray(image)
+    lazy = type(image).__module__.split(".")[0] == "dask"  # only the planes below are read
+    x = image if lazy else np.asarray(image)
     if x.ndim < 2 or min(x.shape[-2:]) < 4 or x.dtype.kind not in "uif":
         raise ValueError(
             f"noise model estimation needs a real 2D or larger image of at least 4x4, got {x.dtype} {x.shape}"
@@ -354,7 +355,7 @@ def estimate_noise_model(image: npt.ArrayLike, *, bins: int = 16) -> NoiseModel:
     # Planes spread through a large stack or volume: enough blocks, never a float copy of it all.
     planes = x.reshape(-1, *x.shape[-2:])
     keep = max(1, _ESTIMATION_PIXELS // planes[0].size)
-    x = planes[:: max(1, len(planes) // keep)][:keep].astype(np.float64)
+    x = np.asarray(planes[:: max(1, len(planes) // keep)][:keep]).astype(np.float64)
     if not np.isfinite(x).all():
         raise ValueError("image contains NaN or infinite values")
     # 2x2 blocks over the last two axes: mean and the diagonal Haar detail (variance = noise's).

@@ -10,7 +10,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QSizePolicy
 
-from .._chunked import is_lazy, iter_write, scratch_store
+from .._chunked import discard_store, is_lazy, iter_write, scratch_store
 from .._device import available_devices
 from ..inference import (
     NOISE_MODELS,
@@ -289,19 +289,21 @@ class DenoiseWidget(JobDock):
                 import dask.array
 
                 store = yield from iter_write(data, scratch_store(), **kwargs)
-                return join_alpha(dask.array.from_zarr(str(store)), alpha), None, card
+                return join_alpha(dask.array.from_zarr(str(store)), alpha), None, card, store
             if noise_map is None:
                 result = yield from iter_denoise(data, **kwargs)
-                return join_alpha(result, alpha)[keep], None, card
+                return join_alpha(result, alpha)[keep], None, card, None
             # the estimate costs about half a run: two thirds of the bar, then one third
             result = yield from _scaled(iter_denoise(data, **kwargs), 0.0, 2 / 3)
             del kwargs["method"]
             noise = yield from _scaled(noise_map(data, **kwargs), 2 / 3, 1 / 3)
-            return join_alpha(result, alpha)[keep], noise[keep], card
+            return join_alpha(result, alpha)[keep], noise[keep], card, None
 
         def add(output) -> None:
-            result, noise, card = output
+            result, noise, card, store = output
             metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
+            if store is not None:
+                metadata["napari_adl_denoise"]["store"] = str(store)  # where the lazy result lives
             name = f"{source.name} [{method}{_model_suffix(method, model, card, layout, channels)}]"
             placement = copy_placement(source)
             if preview:
@@ -310,12 +312,27 @@ class DenoiseWidget(JobDock):
                 if name in self._viewer.layers:
                     self._viewer.layers.remove(name)
             added = self._viewer.add_image(result, name=name, metadata=metadata, **placement)
+            if store is not None:  # the store on disk goes with its layer
+                self._forget_with(store)
             if noise is not None:
                 self._add_noise_map(noise, added.name, metadata, placement, replace=preview)
             self.status.value = f"added '{added.name}'"  # napari renames a clash: 'x [adl] [1]'
 
         what = f"plane {tuple(planes)} of '{layer.name}'" if preview else f"'{layer.name}'"
         self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising {what} with {method}...")
+
+    def _forget_with(self, store) -> None:
+        """Delete a lazy result's Zarr store when its layer (the one whose metadata names it)
+        leaves the viewer. Layers reach a plugin through proxies: matched by metadata, not
+        identity."""
+        layers = self._viewer.layers
+
+        def removed(event) -> None:
+            if (event.value.metadata.get("napari_adl_denoise") or {}).get("store") == str(store):
+                layers.events.removed.disconnect(removed)
+                discard_store(store)
+
+        layers.events.removed.connect(removed)
 
     def _add_noise_map(
         self, noise: np.ndarray, name: str, metadata: dict, placement: dict, *, replace: bool

@@ -322,17 +322,25 @@ class LearnedRunner:
         result covers the window, added into ``out`` if given."""
         sd = self.loaded.config.spatial_dims
         self._padded = tuple(round_up(s) for s in window.shape)
-        tile = _tile_shape(self.requested_tile, self._padded, self.device, self.ctx.overlap)
-        if out is None:
-            out = np.zeros((*item.shape[:-sd], *window.size), dtype=np.float32)
+        tile = self._first_tile = _tile_shape(
+            self.requested_tile, self._padded, self.device, self.ctx.overlap
+        )
+        shape = (*item.shape[:-sd], *window.size)
+        # On the CPU the tiles add straight into ``out``; a GPU may run out of memory half way
+        # and start again, so its tiles fill a buffer of their own.
+        into = out if out is not None and self.device.type == "cpu" else np.zeros(shape, dtype=np.float32)
         while True:
             try:
-                yield from self._run_tiles(item, tile, window, out)
+                yield from self._run_tiles(item, tile, window, into)
                 break
             except torch.cuda.OutOfMemoryError:
-                out[...] = 0
+                into[...] = 0
                 tile = self._recover(tile)
         self.requested_tile = tile  # later items start from the size that fitted
+        if out is None:
+            return into
+        if into is not out:
+            out += into
         return out
 
     def _recover(self, tile: tuple[int, ...]) -> tuple[int, ...]:
@@ -353,7 +361,9 @@ class LearnedRunner:
         )
         self.device = torch.device("cpu")
         self.model = self._place(self.model)
-        return _tile_shape(None, self._padded, self.device, self.ctx.overlap)
+        # No larger than the first tile: a block of a larger image holds context for that.
+        default = _tile_shape(None, self._padded, self.device, self.ctx.overlap)
+        return tuple(min(a, b) for a, b in zip(default, self._first_tile, strict=True))
 
     def _run_tiles(
         self, x: np.ndarray, tile: tuple[int, ...], window: Window, out: np.ndarray

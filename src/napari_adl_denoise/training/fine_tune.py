@@ -147,11 +147,10 @@ def fine_tune(
     seed : int
         Seeds patches and noise.
     resume : bool
-        Continue a run that was killed (the process ended without stopping it: a crash, a
-        power cut). A run keeps its state beside ``output``, in a hidden ``.NAME.fine-tune``
-        folder, checkpointed at every validation; give the same images and arguments. The
-        folder goes when the run ends, stops, is closed or fails; a run that does not resume
-        replaces a killed one's.
+        Continue a run that was killed or failed (a crash, a power cut, a full disk). A run
+        keeps its state beside ``output``, in a hidden ``.NAME.fine-tune`` folder,
+        checkpointed at every validation; give the same images and arguments. The folder goes
+        when the run ends, stops or is closed; a run that does not resume replaces it.
 
     Returns
     -------
@@ -294,8 +293,11 @@ def fine_tune(
         card = {**tuned.card, "base_model": info.name, "fine_tune": {"mode": mode, "preset": preset}}
         card["training_config"]["output"] = str(output.parent)
         save_model(tuned.model, output, card, dtype=torch.float16)
-    finally:  # ended, stopped, closed or failed: only a killed run leaves its state to resume
+    except GeneratorExit:  # closed: cancelled, nothing to resume
         shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    # a failed or interrupted run keeps its state, to resume once the cause is fixed
+    shutil.rmtree(run_dir, ignore_errors=True)
     return output
 
 
