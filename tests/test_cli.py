@@ -34,6 +34,27 @@ def test_png_rgb_keeps_colour_and_integer_type(noisy_png, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_png_16_bit_colour_and_gray_with_alpha_keep_their_depth_and_alpha(noisy_png, tmp_path):
+    from napari_adl_denoise.io import read_image, write_image
+
+    rgb16 = iio.imread(noisy_png).astype(np.uint16) * 257 + 3  # values no 8-bit image can hold
+    write_image(tmp_path / "rgb16.png", rgb16, like=read_image(noisy_png).__class__(rgb16, "png"))
+    assert read_image(tmp_path / "rgb16.png").data.dtype == np.uint16
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb16.png").data, rgb16)
+    assert main(["denoise", str(tmp_path / "rgb16.png"), str(tmp_path / "out16.png"), "--method", "tv"]) == 0
+    result = read_image(tmp_path / "out16.png").data
+    assert result.dtype == np.uint16 and result.shape == rgb16.shape and result.max() > 255
+
+    gray = iio.imread(noisy_png)[..., 0]
+    alpha = np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))
+    iio.imwrite(tmp_path / "la.png", np.stack([gray, alpha], axis=-1))
+    assert main(["denoise", str(tmp_path / "la.png"), str(tmp_path / "out-la.png"), "--method", "tv"]) == 0
+    result = iio.imread(tmp_path / "out-la.png")
+    assert result.shape == (40, 56, 2)
+    np.testing.assert_array_equal(result[..., 1], alpha)  # the alpha as it was, the gray denoised
+    assert result[..., 0].std() < gray.std()
+
+
 def test_png_rgba_denoises_the_colour_and_keeps_alpha_exactly(noisy_png, tmp_path):
     rgb = iio.imread(noisy_png)
     alpha = np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))[..., None]

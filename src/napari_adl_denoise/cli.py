@@ -249,8 +249,12 @@ def _denoise(args: argparse.Namespace) -> int:
     src = read_image(args.input)
     channel_axis = _colour_axis(src, args.channel_axis)
     data, alpha = split_alpha(src.data, channel_axis is not None and src.format in ("png", "jpeg"))
+    if data.ndim == 2 and channel_axis == -1:  # a gray + alpha PNG: the gray image is denoised
+        channel_axis = None
     given = {"sigma": args.sigma, "stages": args.stages}
     options = {k: v for k, v in given.items() if v is not None}
+    if blocks and alpha is not None and data.ndim == 2:
+        raise ValueError("a gray + alpha PNG is denoised whole: leave out --chunks")
     if blocks:
         import dask.array as da
 

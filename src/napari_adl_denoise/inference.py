@@ -508,12 +508,16 @@ def denoise(
 
 def split_alpha(data: np.ndarray, rgb: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """RGBA data's colour, to denoise, and its alpha, kept as it is (the Denoise dock, the Layers
-    menu action and ``adl-denoise denoise`` on PNG); other data and no alpha."""
-    if rgb and data.shape[-1] == 4:
-        return data[..., :3], data[..., 3:]
+    menu action and ``adl-denoise denoise`` on PNG); gray + alpha (2 channels) gives the gray
+    image; other data and no alpha."""
+    if rgb and data.shape[-1] in (2, 4):
+        return (data[..., 0] if data.shape[-1] == 2 else data[..., :3]), data[..., -1:]
     return data, None
 
 
 def join_alpha(result: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     """``result`` with the alpha :func:`split_alpha` kept, in the result's dtype."""
-    return result if alpha is None else np.concatenate([result, alpha.astype(result.dtype)], axis=-1)
+    if alpha is None:
+        return result
+    colour = result if result.ndim == alpha.ndim else result[..., None]  # gray + alpha
+    return np.concatenate([colour, alpha.astype(result.dtype)], axis=-1)

@@ -103,6 +103,8 @@ def read_image(path: str | os.PathLike) -> ImageFile:
             return ImageFile(tifffile.imread(path), fmt)
         if fmt == "npy":
             return ImageFile(np.load(path, allow_pickle=False), fmt)
+        if fmt == "png" and _png_colour16(path):
+            return ImageFile(_read_png16(path), fmt)
         import imageio.v3 as iio
 
         return ImageFile(iio.imread(path), fmt)
@@ -147,8 +149,10 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
     if math.prod(data.shape) == 0:
         raise ValueError(f"nothing to write: the image is empty (shape {data.shape})")
-    if fmt in ("png", "jpeg") and not (data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in (3, 4))):
-        raise ValueError(f"{fmt.upper()} holds 2D gray, RGB or RGBA images, not shape {data.shape}; use .tif")
+    planes = (1, 3) if fmt == "jpeg" else (2, 3, 4)
+    if fmt in ("png", "jpeg") and not (data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in planes)):
+        kinds = "gray or RGB" if fmt == "jpeg" else "gray, gray + alpha, RGB or RGBA"
+        raise ValueError(f"{fmt.upper()} holds 2D {kinds} images, not shape {data.shape}; use .tif")
     if getattr(data, "dtype", None) == np.bool_:  # a mask: 0 and 1, which every format holds
         data = np.asarray(data).astype(np.uint8)
     if fmt == "zarr":
@@ -184,9 +188,34 @@ def write_image(path: str | os.PathLike, data: np.ndarray, like: ImageFile | Non
 
             dtype = like.data.dtype if like is not None and like.data.dtype.kind in "ui" else np.uint8
             info = np.iinfo(dtype)
-            iio.imwrite(
-                tmp,
-                np.clip(np.rint(data), info.min, info.max).astype(dtype),
-                extension=path.suffix,
-            )
+            pixels = np.clip(np.rint(data), info.min, info.max).astype(dtype)
+            if fmt == "png" and pixels.dtype.itemsize == 2 and pixels.ndim == 3:
+                _write_png16(tmp, pixels.astype(np.uint16))  # Pillow writes colour as 8-bit only
+            else:
+                iio.imwrite(tmp, pixels, extension=path.suffix)
     return path
+
+
+def _png_colour16(path: Path) -> bool:
+    """Whether a PNG holds 16-bit colour (RGB or RGBA), which Pillow reads as 8-bit."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return len(head) == 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 6)
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    return np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(
+        height, width, info["planes"]
+    )
+
+
+def _write_png16(path: Path, pixels: np.ndarray) -> None:
+    import png
+
+    height, width, planes = pixels.shape
+    writer = png.Writer(width, height, bitdepth=16, greyscale=False, alpha=planes == 4)
+    with open(path, "wb") as f:
+        writer.write(f, pixels.reshape(height, width * planes))
