@@ -365,6 +365,8 @@ def output_path(output: str | os.PathLike) -> Path:
         raise ValueError(f"output must be a .safetensors file or a plain model name, got {output.name!r}")
     if not output.parent.is_dir():
         raise ValueError(f"output folder does not exist: {output.parent}")
+    if not os.access(output.parent, os.W_OK):
+        raise ValueError(f"cannot write to the output folder {output.parent}")
     return output
 
 
