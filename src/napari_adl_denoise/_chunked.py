@@ -3,9 +3,10 @@
 Each output chunk is computed from its block: the chunk plus, on every side, the context its
 tiles need (one tile edge). The tiles lie on the whole image's grid and the intensities are
 normalised by the whole image's range, so a chunk equals the in-memory result there to float
-rounding, whatever the chunking; the graph holds only picklable data and the model's file, so it
-runs unchanged on a ``dask.distributed`` cluster. Learned methods only: the classical ones
-denoise whole images.
+rounding, whatever the chunking; the graph holds only picklable data and the model's name (or
+the file you gave), so it runs unchanged on a ``dask.distributed`` cluster. Learned methods
+only: the classical ones denoise whole images. :func:`iter_write` takes a gray volume through a
+2D model slab by slab instead, straight into a Zarr store.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def is_lazy(image: object) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class _Job:
-    """What every block needs, picklable: the model as its file where it has one."""
+    """What every block needs, picklable: the model by name or file where it has one."""
 
     method: str
     model: Any

@@ -129,20 +129,17 @@ def iter_denoise(
     """
     from ._chunked import denoise_lazy, is_lazy, iter_compute
 
+    job = dict(
+        model=model,
+        device=device,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        intensity_range=intensity_range,
+        noise_model=noise_model,
+        **options,
+    )
     if is_lazy(image):  # computed block by block into memory, with progress per block
-        lazy = denoise_lazy(
-            image,
-            method,
-            model=model,
-            device=device,
-            tile_shape=tile_shape,
-            overlap=overlap,
-            channel_axis=channel_axis,
-            spatial_dims=spatial_dims,
-            intensity_range=intensity_range,
-            noise_model=noise_model,
-            **options,
-        )
+        lazy = denoise_lazy(image, method, channel_axis=channel_axis, spatial_dims=spatial_dims, **job)
         return (yield from iter_compute(lazy, method=method))
     chosen = check_call(method, model, options)
     array = np.asarray(image)
@@ -152,15 +149,9 @@ def iter_denoise(
         colour = yield from iter_denoise(
             np.take(array, [0, 1, 2], axis=channel_axis),
             method,
-            model=model,
-            device=device,
-            tile_shape=tile_shape,
-            overlap=overlap,
             channel_axis=channel_axis,
             spatial_dims=spatial_dims,
-            intensity_range=intensity_range,
-            noise_model=noise_model,
-            **options,
+            **job,
         )
         alpha = np.take(array, [3], axis=channel_axis).astype(np.float32)
         return np.concatenate([colour, alpha], axis=channel_axis)
@@ -465,28 +456,7 @@ def denoise(
     """
     from ._chunked import denoise_lazy, is_lazy
 
-    if is_lazy(image):
-        if progress is not None:
-            raise ValueError(
-                "progress= is not called for a dask or zarr image (the result is lazy); use "
-                "iter_denoise, or dask's own progress bar when you compute it"
-            )
-        return denoise_lazy(
-            image,
-            method,
-            model=model,
-            device=device,
-            tile_shape=tile_shape,
-            overlap=overlap,
-            channel_axis=channel_axis,
-            spatial_dims=spatial_dims,
-            intensity_range=intensity_range,
-            noise_model=noise_model,
-            **options,
-        )
-    steps = iter_denoise(
-        image,
-        method,
+    job = dict(
         model=model,
         device=device,
         tile_shape=tile_shape,
@@ -497,6 +467,14 @@ def denoise(
         noise_model=noise_model,
         **options,
     )
+    if is_lazy(image):
+        if progress is not None:
+            raise ValueError(
+                "progress= is not called for a dask or zarr image (the result is lazy); use "
+                "iter_denoise, or dask's own progress bar when you compute it"
+            )
+        return denoise_lazy(image, method, **job)
+    steps = iter_denoise(image, method, **job)
     try:
         while True:
             record = next(steps)

@@ -374,7 +374,7 @@ class LearnedRunner:
         sd = len(tile)
         stack = x.reshape(x.shape[0], -1, *x.shape[-sd:])  # (channels, images, *spatial)
         into = out.reshape(out.shape[0], -1, *out.shape[-sd:])
-        if not np.shares_memory(into, out):
+        if not np.may_share_memory(into, out):
             raise AssertionError("the result must take a stack's layout without a copy")
         groups = (
             [stack]
@@ -424,7 +424,7 @@ def _patch(image: np.ndarray, tile: tuple[slice, ...]) -> np.ndarray:
 class Window:
     """A block of a larger image and the part of it to denoise, in the image's coordinates: the
     image's spatial ``shape``, the block's first voxel ``start``, and ``[lo, hi)``, which the
-    block holds together with the context its tiles need (:func:`halo`). Tiles lie on the
+    block holds together with the context its tiles need (one tile edge a side). Tiles lie on the
     whole image's grid, so a window's result equals the whole image's result there."""
 
     shape: tuple[int, ...]
