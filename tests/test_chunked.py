@@ -3,6 +3,8 @@ the in-memory result whatever their chunks."""
 
 from __future__ import annotations
 
+import os
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -135,13 +137,18 @@ def test_the_same_graph_runs_on_a_two_worker_cluster(noisy_3d):
     distributed = pytest.importorskip("distributed")
     lazy = adl.denoise(da.from_array(noisy_3d), tile_shape=16, chunks=(16, 24, 16))
     expected = adl.denoise(noisy_3d, tile_shape=16)
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        result = client.compute(lazy).result()
+    environ = dict(os.environ)  # distributed leaves OMP_NUM_THREADS=1 and more in this process
+    try:
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            result = client.compute(lazy).result()
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     _same(result, expected)
 
 

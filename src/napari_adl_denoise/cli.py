@@ -255,29 +255,28 @@ def _denoise(args: argparse.Namespace) -> int:
     options = {k: v for k, v in given.items() if v is not None}
     if blocks and alpha is not None and data.ndim == 2:
         raise ValueError("a gray + alpha PNG is denoised whole: leave out --chunks")
+    kwargs = {
+        "model": args.model,
+        "device": args.device,
+        "tile_shape": args.tile,
+        "overlap": args.overlap,
+        "channel_axis": channel_axis,
+        "spatial_dims": args.spatial_dims,
+        "noise_model": noise_model,
+    }
     if blocks:
         import dask.array as da
 
         from .inference import denoise
 
-        kwargs = {
-            "model": args.model,
-            "device": args.device,
-            "tile_shape": args.tile,
-            "overlap": args.overlap,
-            "channel_axis": channel_axis,
-            "spatial_dims": args.spatial_dims,
-            "noise_model": noise_model,
-            "chunks": args.chunks,
-            **options,
-        }
+        lazy_kwargs = {**kwargs, "chunks": args.chunks, **options}
         # the whole image, alpha included: block by block keeps an RGBA alpha itself
         lazy_input = src.data if src.format == "zarr" else da.from_array(src.data)
         if image_format(args.output) == "zarr":  # never the whole result in memory
-            _run(iter_write(lazy_input, args.output, args.method, **kwargs), args.method)
+            _run(iter_write(lazy_input, args.output, args.method, **lazy_kwargs), args.method)
             print(f"wrote {args.output} ({args.method}, shape {src.data.shape})")
             return 0
-        lazy = denoise(lazy_input, args.method, **kwargs)
+        lazy = denoise(lazy_input, args.method, **lazy_kwargs)
         print(f"{args.method}: {lazy.npartitions} blocks of up to {lazy.chunksize}", file=sys.stderr)
         result = _run(iter_compute(lazy, method=args.method), args.method)
         write_image(args.output, result, like=src)
@@ -297,15 +296,6 @@ def _denoise(args: argparse.Namespace) -> int:
             overlap=args.overlap,
         )
         print(f"{args.method}: {job.describe()}", file=sys.stderr)
-    kwargs = {
-        "model": args.model,
-        "device": args.device,
-        "tile_shape": args.tile,
-        "overlap": args.overlap,
-        "channel_axis": channel_axis,
-        "spatial_dims": args.spatial_dims,
-        "noise_model": noise_model,
-    }
     result = _run(iter_denoise(data, args.method, **kwargs, **options), args.method)
     result = join_alpha(result, alpha)
     write_image(args.output, result, like=src)

@@ -386,6 +386,9 @@ def denoise(
     ----------
     image : array_like
         uint8, uint16, int16 (negative CT values are fine), float32 or float64. Never modified.
+        A dask or Zarr array (learned methods) gives a lazy dask array, computed block by block
+        and equal to the in-memory result with the same ``tile_shape``; ``chunks=`` then sets
+        the block edge (README, "Images larger than memory").
     method : str
         A name from :func:`~napari_adl_denoise.list_methods` ("adl", "nlm", "tv", ...).
     model : str, path, LoadedModel or Denoiser, optional
@@ -437,9 +440,9 @@ def denoise(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         float32, same shape and intensity scale as ``image`` (no clipping or rounding to the
-        input dtype).
+        input dtype); lazy for a dask or Zarr ``image``.
 
     Raises
     ------
