@@ -24,6 +24,7 @@ from napari_adl_denoise.cli import main
 from napari_adl_denoise.io import write_image
 from napari_adl_denoise.training import TrainingConfig, fine_tune
 from napari_adl_denoise.training.engine import STOP
+from napari_adl_denoise.training.fine_tune import resumable
 from napari_adl_denoise.training.self_supervised import (
     _take,
     blind_spot_input,
@@ -293,6 +294,7 @@ def test_a_killed_fine_tune_resumes_where_it_was_and_then_cleans_up(tmp_path):
         child.send_signal(signal.SIGKILL)  # no chance to clean up or save
         child.wait()
     assert (state / "checkpoint.pt").is_file() and not output.exists()
+    assert resumable(output) and not resumable(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="no killed fine-tune of other.safetensors"):
         next(fine_tune([NOISY], tmp_path / "other.safetensors", mode="noisy", resume=True))
     with pytest.raises(ValueError, match="another model config"):  # a resume that cannot go on ...
@@ -302,3 +304,4 @@ def test_a_killed_fine_tune_resumes_where_it_was_and_then_cleans_up(tmp_path):
     records, path = drain(fine_tune([NOISY], output, mode="noisy", steps=160, resume=True))
     assert records[0].step > 0 and records[-1].step == 160 and path == output
     assert not state.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["k.safetensors", "noisy.tif"]
+    assert not resumable(output)

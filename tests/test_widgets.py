@@ -588,6 +588,35 @@ def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 
 
+def test_fine_tune_dock_offers_to_resume_an_interrupted_run_and_resumes_it(viewer, qtbot, user_models):
+    from napari_adl_denoise.training import fine_tune
+    from napari_adl_denoise.training.fine_tune import resumable
+
+    clean = data.camera()[:96, :128].astype(np.float32)
+    state = user_models / ".cells.fine-tune"
+    run = fine_tune([clean], "cells", steps=40)
+    for _ in run:
+        if (state / "checkpoint.pt").is_file():
+            break
+    with pytest.raises(RuntimeError, match="power"):  # a crash mid-run keeps the state
+        run.throw(RuntimeError("the power went"))
+    assert resumable("cells") and not (user_models / "cells.safetensors").exists()
+    layer = viewer.add_image(clean, name="cells")
+    widget = add_widget(viewer, "Fine-tune")
+    assert widget.output.value == user_models / "my-model.safetensors" and not shown(widget.resume, widget)
+    widget.output.value = user_models / "cells.safetensors"
+    assert shown(widget.resume, widget) and widget.resume.value
+    widget.images.value = [layer]
+    widget.steps.value = 40
+    widget.run_button.native.click()
+    assert not shown(widget.resume, widget) and widget.eta.value.startswith("resuming")
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert "saved cells.safetensors" in widget.status.value
+    steps = widget.curve.loss_line.get_xdata()
+    assert steps[0] > 1 and steps[-1] == 40  # from where it was, not from the start
+    assert not resumable("cells") and not state.exists() and not shown(widget.resume, widget)
+
+
 def test_fine_tune_on_noisy_images_alone_plots_live_stops_and_saves_then_manages_the_model(
     viewer, qtbot, notifications, monkeypatch, tmp_path, user_models
 ):

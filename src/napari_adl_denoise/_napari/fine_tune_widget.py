@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -27,7 +28,7 @@ from .._device import available_devices
 from ..noise import SIGMA_KINDS
 from ..training import NoiseSpec, fine_tune
 from ..training.engine import STOP
-from ..training.fine_tune import MODES, PRESETS, estimate_seconds, output_path
+from ..training.fine_tune import MODES, PRESETS, estimate_seconds, output_path, resumable
 from ..weights import delete_model, export_model, list_models, rename_model, user_models_dir
 from ._curve import TrainingCurve
 from ._jobs import JobDock
@@ -184,6 +185,14 @@ class FineTuneWidget(JobDock):
             tooltip="The .safetensors file to write. In your models folder (the default) it is "
             "listed by name in every dock's model list.",
         )
+        self.resume = CheckBox(
+            text="Resume the interrupted run",
+            value=True,
+            visible=False,
+            tooltip="A run saving to this file was interrupted (napari closed or crashed, the run "
+            "failed) and kept its state: continue it from its last validation, with the same "
+            "layers and choices. Untick to start afresh, which discards that state.",
+        )
         self.estimate = Label(label="Estimated time")
         self.estimate.tooltip = (
             "How long the run will train on this machine: two training steps timed on the chosen "
@@ -250,6 +259,7 @@ class FineTuneWidget(JobDock):
                 self.lr,
                 self.device,
                 self.output,
+                self.resume,
                 self.estimate,
             ],
             run_text="Fine-tune",
@@ -292,7 +302,7 @@ class FineTuneWidget(JobDock):
         self.images.changed.connect(self._default_mode)
         for widget in (self.images, self.mode):  # only models for the chosen data are listed
             widget.changed.connect(self.model.reset_choices)
-        for widget in (self.data, self.images, self.targets, self.mode, self.model, self.noise):
+        for widget in (self.data, self.images, self.targets, self.mode, self.model, self.noise, self.output):
             widget.changed.connect(self._refresh)
         for widget in (
             self.data,
@@ -329,6 +339,16 @@ class FineTuneWidget(JobDock):
         self.targets.visible = pairs
         self.noise.visible = data == "clean"
         self.sigma_max.visible = data == "clean" and self.noise.value != AS_TRAINED
+        self.resume.visible = self._resumable()
+
+    def _target(self) -> str | Path:
+        """``fine_tune``'s output for the Save as file: by name in your models folder."""
+        output = Path(self.output.value)
+        yours = output.parent.resolve() == user_models_dir().resolve()
+        return output.stem if yours and output.suffix == ".safetensors" else output
+
+    def _resumable(self) -> bool:
+        return self._worker is None and resumable(self._target())
 
     def _noise(self) -> list[NoiseSpec] | None:
         if self.data.value != "clean" or self.noise.value == AS_TRAINED:
@@ -438,8 +458,8 @@ class FineTuneWidget(JobDock):
         if output.suffix != ".safetensors":
             show_warning("Fine-tune: choose where to save the model (a .safetensors file)")
             return
-        yours = output.parent.resolve() == user_models_dir().resolve()
-        target = output.stem if yours else output  # by name: fine_tune makes the folder
+        target = self._target()  # by name in your models folder: fine_tune makes the folder
+        yours = isinstance(target, str)
         try:
             output_path(target)
         except ValueError as exc:
@@ -464,6 +484,7 @@ class FineTuneWidget(JobDock):
             "steps": self.steps.value or None,
             "lr": float(self.lr.value),
             "device": None if self.device.value == FROM_PRESET else self.device.value,
+            "resume": self.resume.value and resumable(target),
         }
         self._scores = {}
         self._stopping = False
@@ -472,7 +493,11 @@ class FineTuneWidget(JobDock):
         total = self.steps.value or preset.steps[spatial_dims]
         self.curve.reset(SCORE_LABELS[data], total)
         self.progress.max, self.progress.value = total, 0
-        self.eta.value = "starting: scoring the starting model..."
+        self.eta.value = (
+            "resuming: loading the interrupted run..."
+            if kwargs["resume"]
+            else "starting: scoring the starting model..."
+        )
         self.progress.visible = self.eta.visible = True
         self.curve.canvas.setVisible(True)
         self._fit_width()
@@ -501,6 +526,7 @@ class FineTuneWidget(JobDock):
             unit="step",
             on_progress=self._progress,
         )
+        self.resume.visible = False
 
     def stop(self) -> None:
         """Stop the run at its next step and save the best weights so far."""
@@ -604,6 +630,7 @@ class FineTuneWidget(JobDock):
         super()._finished()
         if not self._closed:
             self.stop_button.enabled = False
+            self.resume.visible = self._resumable()  # a failed run keeps its state
             self._estimate_later()  # choices made during the run
 
     def _close(self) -> None:

@@ -25,7 +25,7 @@ from .config import DataConfig, LossConfig, NoiseSpec, OptimConfig, PhaseConfig,
 from .engine import STOP, TrainProgress, train
 from .self_supervised import neighbor2neighbor_loss
 
-__all__ = ["MODES", "PRESETS", "Preset", "estimate_seconds", "fine_tune"]
+__all__ = ["MODES", "PRESETS", "Preset", "estimate_seconds", "fine_tune", "resumable"]
 
 HOLDOUT = 0.2
 VALIDATION_OVERHEAD = 1.1
@@ -195,7 +195,7 @@ def fine_tune(
         )
     output = output_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)  # the user models folder may not exist yet
-    run_dir = output.parent / f".{output.stem}.fine-tune"
+    run_dir = _state_dir(output)
     if resume and not (run_dir / "checkpoint.pt").is_file():
         raise ValueError(f"no killed fine-tune of {output.name} to resume (nothing in {run_dir})")
     device = resolve_device(device or recipe.device)
@@ -354,6 +354,31 @@ def estimate_seconds(
 def _split_all(arrays: list[np.ndarray], sd: int, channels: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     parts = [_hold_out(a, sd, channels) for a in arrays]
     return [p[0] for p in parts], [p[1] for p in parts]
+
+
+def resumable(output: str | os.PathLike) -> bool:
+    """Whether a fine-tune to ``output`` was killed or failed and kept its state to resume.
+
+    Parameters
+    ----------
+    output : str or path-like
+        As for :func:`fine_tune`: a ``.safetensors`` path or a plain model name.
+
+    Returns
+    -------
+    bool
+        True when ``fine_tune(..., output, resume=True)`` can continue that run; False also for
+        an output that ``fine_tune`` would refuse.
+    """
+    try:
+        return (_state_dir(output_path(output)) / "checkpoint.pt").is_file()
+    except ValueError:
+        return False
+
+
+def _state_dir(output: Path) -> Path:
+    """Where a run to ``output`` keeps its resume state: hidden, beside the output."""
+    return output.parent / f".{output.stem}.fine-tune"
 
 
 def output_path(output: str | os.PathLike) -> Path:
