@@ -236,7 +236,7 @@ def test_a_3d_model_cannot_denoise_2d_data(tiny_3d):
         denoise(np.random.default_rng(0).random((16, 16)), model=tiny_3d)
 
 
-def test_a_2d_model_denoises_a_volume_along_all_three_axes_averaged(tiny_2d):
+def test_a_2d_model_denoises_a_volume_along_all_three_axes_weighted_by_plane(tiny_2d):
     volume = np.random.default_rng(0).random((10, 33, 41)).astype(np.float32)  # a thin axis too
     whole = robust_range(volume)
     out = denoise(volume, model=tiny_2d, spatial_dims=3)
@@ -246,9 +246,13 @@ def test_a_2d_model_denoises_a_volume_along_all_three_axes_averaged(tiny_2d):
         )
         for a in range(3)
     ]
+    # each direction weighs as many voxels as its slicing plane has: the 33x41 planes most
+    weights = np.array([33 * 41, 10 * 41, 10 * 33]) / (33 * 41 + 10 * 41 + 10 * 33)
+    np.testing.assert_allclose(learned.plane_weights((10, 33, 41)), weights)
     assert out.shape == volume.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out, np.mean(by_axis, axis=0), atol=1e-5)
+    np.testing.assert_allclose(out, np.tensordot(weights, by_axis, axes=1), atol=1e-5)
     assert np.abs(by_axis[0] - by_axis[1]).mean() > 1e-3  # the directions do differ
+    assert learned.plane_weights((64, 64, 64)) == pytest.approx((1 / 3,) * 3)  # a cube: the mean
 
 
 def test_a_volume_through_a_2d_model_batches_its_slices_and_reports_progress(tiny_2d, monkeypatch):

@@ -39,7 +39,7 @@ from .inference import (
     layout,
 )
 from .methods import MethodContext
-from .methods._learned import Window, _slice_tile, _tile_shape, as_loaded_model
+from .methods._learned import Window, _slice_tile, _tile_shape, as_loaded_model, plane_weights
 
 __all__ = [
     "denoise_lazy",
@@ -459,6 +459,7 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
     runs = [
         (item, d, s) for item in np.ndindex(*lead) for d in range(3) for s in range(0, spatial[d], thick[d])
     ]
+    weights = plane_weights(spatial)
     ctx = MethodContext(3, 1, p.loaded, device, tile_shape, overlap, dict(options))
     runner = get_method(method).factory(ctx)
     with contextlib.ExitStack() as stack:
@@ -472,7 +473,7 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
             check_values(raw)
             stack_ = np.moveaxis(p.imap.normalise(raw), d, 0)[None]  # (1, slices, *plane)
             runner.requested_tile = _slice_tile(tile_shape, d)
-            steps = runner._denoise(stack_, Window.whole(stack_.shape[2:]))
+            steps = runner._denoise(stack_, Window.whole(stack_.shape[2:]), scale=weights[d])
             result = yield from progress_of(steps, method, n, len(runs))
             result = np.moveaxis(result[0], 0, d)
             if d == 0:
@@ -480,7 +481,7 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
             elif d == 1:
                 out[where] = out[where] + result
             else:
-                out[where] = p.imap.restore((out[where] + result) / 3)
+                out[where] = p.imap.restore(out[where] + result)
         _replace_dir(tmp, target)
     return target
 

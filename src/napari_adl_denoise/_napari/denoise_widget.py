@@ -96,7 +96,8 @@ class DenoiseWidget(JobDock):
             value=VOLUME,
             visible=False,
             tooltip="A stack: each 2D slice with a 2D model, or each 3D volume (the last three "
-            "axes), with a 3D model or a 2D model along all three axes, averaged (the default). "
+            "axes), with a 3D model or a 2D model along all three axes, averaged, the larger planes "
+            "weighing more (the default). "
             "Single-plane and RGB stacks default to 2D slices.",
         )
         self.model, self.model_file = model_widgets(  # the method's models that fit the image

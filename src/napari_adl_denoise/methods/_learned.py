@@ -132,7 +132,7 @@ class Plan:
     memory_bytes: int
     """Approximate peak of one tile's forward pass."""
     planes: bool
-    """A 2D model over the three slicing directions of a volume, averaged."""
+    """A 2D model over the three slicing directions of a volume, averaged (:func:`plane_weights`)."""
 
     def describe(self) -> str:
         """One line: memory, tile and model, e.g. for a status label."""
@@ -288,9 +288,10 @@ class LearnedRunner:
 
     def _planes(self, volume: np.ndarray, window: Window) -> Generator[tuple[int, int], None, np.ndarray]:
         """A volume through a 2D model: all slices along each axis in turn (batched, so a thin
-        axis costs little), the three results averaged. Measured in README ("Volumes")."""
+        axis costs little), the three results averaged with :func:`plane_weights`."""
         out = np.zeros((volume.shape[0], *window.size), dtype=np.float32)
         axes = range(1, volume.ndim)
+        weights = plane_weights(window.shape)
         requested = self.requested_tile
         for k, axis in enumerate(axes):
             # Each direction plans its own tiles (a 3D tile_shape gives each its two sizes); an
@@ -300,7 +301,10 @@ class LearnedRunner:
             first = window.lo[axis - 1] - window.start[axis - 1]
             slices = volume[(slice(None),) * axis + (slice(first, first + window.size[axis - 1]),)]
             steps = self._denoise(
-                np.moveaxis(slices, axis, 1), window.without(axis - 1), np.moveaxis(out, axis, 1)
+                np.moveaxis(slices, axis, 1),
+                window.without(axis - 1),
+                np.moveaxis(out, axis, 1),
+                scale=weights[k],
             )
             try:
                 while True:
@@ -311,15 +315,14 @@ class LearnedRunner:
             finally:
                 steps.close()
         self.requested_tile = requested
-        out /= len(axes)
         return out
 
     def _denoise(
-        self, item: np.ndarray, window: Window, out: np.ndarray | None = None
+        self, item: np.ndarray, window: Window, out: np.ndarray | None = None, scale: float = 1.0
     ) -> Generator[tuple[int, int], None, np.ndarray]:
         """Denoise ``item`` of shape ``(channels, *spatial)``, or ``(channels, n, *spatial)``: a
         stack of ``n`` images that share tiles and batches (the slices of a volume); the
-        result covers the window, added into ``out`` if given."""
+        result, times ``scale``, covers the window, added into ``out`` if given."""
         sd = self.loaded.config.spatial_dims
         self._padded = tuple(round_up(s) for s in window.shape)
         tile = self._first_tile = _tile_shape(
@@ -331,7 +334,7 @@ class LearnedRunner:
         into = out if out is not None and self.device.type == "cpu" else np.zeros(shape, dtype=np.float32)
         while True:
             try:
-                yield from self._run_tiles(item, tile, window, into)
+                yield from self._run_tiles(item, tile, window, into, scale)
                 break
             except torch.cuda.OutOfMemoryError:
                 into[...] = 0
@@ -366,11 +369,11 @@ class LearnedRunner:
         return tuple(min(a, b) for a, b in zip(default, self._first_tile, strict=True))
 
     def _run_tiles(
-        self, x: np.ndarray, tile: tuple[int, ...], window: Window, out: np.ndarray
+        self, x: np.ndarray, tile: tuple[int, ...], window: Window, out: np.ndarray, scale: float = 1.0
     ) -> Generator[tuple[int, int], None, None]:
         """The tiles of the whole image's grid (padded to a multiple of 8) that meet the window,
-        run on the block ``x`` and blended into ``out``, the window: the whole image's result
-        there, whatever the block."""
+        run on the block ``x`` and blended into ``out`` (times ``scale``), the window: the whole
+        image's result there, whatever the block."""
         sd = len(tile)
         stack = x.reshape(x.shape[0], -1, *x.shape[-sd:])  # (channels, images, *spatial)
         into = out.reshape(out.shape[0], -1, *out.shape[-sd:])
@@ -382,7 +385,7 @@ class LearnedRunner:
             else [stack[i : i + 1] for i in range(x.shape[0])]
         )
         grid = [
-            (sl, w)
+            (sl, w * scale)
             for sl, w in iter_tiles(self._padded, tile, self.ctx.overlap)
             if all(s.start < hi and s.stop > lo for s, lo, hi in zip(sl, window.lo, window.hi, strict=True))
         ]
@@ -404,6 +407,19 @@ class LearnedRunner:
                     into[(channels, i, *inside)] += (denoised * weight)[(slice(None), *part)]
                 done += len(chunk)
                 yield done, total
+
+
+def plane_weights(shape: tuple[int, ...]) -> tuple[float, ...]:
+    """How a volume of spatial ``shape`` weighs the results of a 2D model along each axis: by
+    the voxels of the slicing plane, so 1 / the axis' length, summing to 1.
+
+    A larger plane gives the model more context, and a short axis is most often the coarsely
+    sampled one (thick slices, time points), whose planes look least like the 2D images the model
+    learnt. Measured on held-out volumes against the plain mean (README, "Volumes"): equal on
+    near-cubic ones, +0.5 to +0.8 dB on a 30-frame stack and on 3x thicker slices.
+    """
+    inverse = [1.0 / n for n in shape]
+    return tuple(w / sum(inverse) for w in inverse)
 
 
 def _patch(image: np.ndarray, tile: tuple[slice, ...]) -> np.ndarray:

@@ -13,8 +13,9 @@ DEFAULT_MODELS: dict[tuple[int, int], str] = {
 ``benchmarks/bench_quality.py`` (README, "Benchmark"). Gray images get ``adl-2d-gray-real``,
 trained for Poisson, Rician and spatially varying noise and noise-free backgrounds: up to 8 dB
 better than ``adl-2d-gray`` there, 0.1 dB behind it on uniform Gaussian noise. Volumes get it over
-their three slicing directions, averaged (2.5D), which beat the 3D network ``adl-3d-gray`` by
-0.2-0.3 dB on the held-out volumes at every noise level."""
+their three slicing directions, averaged with weights by slicing plane (2.5D,
+:func:`~napari_adl_denoise.methods._learned.plane_weights`), which beat the 3D network
+``adl-3d-gray`` on the held-out volumes at every noise level."""
 
 register_learned(
     "adl",
