@@ -2,7 +2,7 @@
 
 For each volume and Gaussian sigma (0-255 scale of its range) the script denoises the slices
 along each axis alone (with the whole volume's intensity range, as ``denoise`` does), then scores
-their plain mean, the default weights (:func:`~napari_adl_denoise.methods._learned.plane_weights`:
+their plain mean, the default weights (:func:`~napari_adl_denoise.methods.plane_weights`:
 by the voxels of each slicing plane) and, as a ceiling no blind rule reaches, the non-negative
 least-squares weights fitted to the clean volume. The first two volumes are the held-out
 validation volumes of ``bench_quality.py``; the others are crops of the MNI152 T1 template
@@ -24,7 +24,7 @@ from scipy.optimize import nnls
 import napari_adl_denoise as adl
 from napari_adl_denoise.inference import robust_range
 from napari_adl_denoise.io import read_image
-from napari_adl_denoise.methods._learned import plane_weights
+from napari_adl_denoise.methods import plane_weights
 from napari_adl_denoise.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]

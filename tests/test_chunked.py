@@ -56,6 +56,9 @@ def test_a_volume_over_three_directions_and_through_the_3d_model_matches_in_memo
     lazy = adl.denoise(volume, tile_shape=16, chunks=16)  # 2D model, three directions
     assert lazy.numblocks == (2, 2, 1)
     _close(lazy, adl.denoise(noisy_3d, tile_shape=16))
+    weights = (0.2, 0.5, 0.3)  # weights of your own reach every block
+    lazy = adl.denoise(volume, tile_shape=16, chunks=16, plane_weights=weights)
+    _close(lazy, adl.denoise(noisy_3d, tile_shape=16, plane_weights=weights))
     lazy = adl.denoise(volume, model="adl-3d-gray", tile_shape=16, chunks=16)
     assert lazy.numblocks == (2, 2, 1)
     _close(lazy, adl.denoise(noisy_3d, model="adl-3d-gray", tile_shape=16))
@@ -203,6 +206,8 @@ def test_a_volume_is_written_slab_by_slab_as_the_in_memory_default_gives_it(nois
     series = np.stack([noisy_3d, noisy_3d[::-1]])  # a stack of two volumes, from numpy
     records, path = drain(iter_write(series, tmp_path / "s.zarr", slab=16))
     _same(zarr.open(str(path), mode="r")[:], adl.denoise(series))
+    records, path = drain(iter_write(noisy_3d, tmp_path / "w.zarr", slab=10, plane_weights=(1, 1, 2)))
+    _same(zarr.open(str(path), mode="r")[:], adl.denoise(noisy_3d, plane_weights=(1, 1, 2)))
     # the 3D model (and anything but a 2D model over gray volumes) goes through the blocks
     records, path = drain(
         iter_write(noisy_3d, tmp_path / "m.zarr", model="adl-3d-gray", tile_shape=16, chunks=16)
@@ -211,7 +216,7 @@ def test_a_volume_is_written_slab_by_slab_as_the_in_memory_default_gives_it(nois
     steps = iter_write(noisy_3d, tmp_path / "c.zarr", slab=8)
     next(steps), next(steps)
     steps.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zarr", "s.zarr", "v.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zarr", "s.zarr", "v.zarr", "w.zarr"]
 
 
 def test_the_cli_keeps_the_alpha_of_an_rgba_png_block_by_block(tmp_path):

@@ -253,6 +253,11 @@ def test_a_2d_model_denoises_a_volume_along_all_three_axes_weighted_by_plane(tin
     np.testing.assert_allclose(out, np.tensordot(weights, by_axis, axes=1), atol=1e-5)
     assert np.abs(by_axis[0] - by_axis[1]).mean() > 1e-3  # the directions do differ
     assert learned.plane_weights((64, 64, 64)) == pytest.approx((1 / 3,) * 3)  # a cube: the mean
+    # weights of your own (normalised): in-plane only is the slices along the first axis
+    np.testing.assert_allclose(denoise(volume, model=tiny_2d, plane_weights=(2, 0, 0)), by_axis[0], atol=1e-5)
+    for bad in [(1, 1), (1, -1, 1), (0, 0, 0), (1, float("nan"), 1), "abc"]:
+        with pytest.raises(ValueError, match="plane_weights must be three non-negative numbers"):
+            denoise(volume, model=tiny_2d, plane_weights=bad)
 
 
 def test_a_volume_through_a_2d_model_batches_its_slices_and_reports_progress(tiny_2d, monkeypatch):

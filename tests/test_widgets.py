@@ -146,10 +146,14 @@ def test_preview_denoises_the_plane_on_screen_in_place_and_replaces_itself(viewe
     preview = viewer.layers["vol [adl] preview"]
     assert preview.data.shape == (1, 40, 48) and preview.metadata["napari_adl_denoise"]["plane"] == [30]
     assert tuple(preview.translate) == (70, 0, 0) and tuple(preview.scale) == (2, 0.5, 0.5)
-    # the 3D model on planes 8-39 around it (32 planes of context), in the whole volume's range
+    # the default 2D model over planes 8-39 around it (32 planes of context), in the whole
+    # volume's range and with the whole volume's direction weights, as a Run has them
     whole_range = robust_range(volume)
-    expected = denoise(volume[8:40], intensity_range=whole_range)[30 - 8]
+    weights = adl.methods.plane_weights(volume.shape)
+    expected = denoise(volume[8:40], intensity_range=whole_range, plane_weights=weights)[30 - 8]
     np.testing.assert_allclose(preview.data[0], expected, atol=1e-4)
+    slab_weighted = denoise(volume[8:40], intensity_range=whole_range)[30 - 8]
+    assert np.abs(preview.data[0] - slab_weighted).max() > 1e-3
     viewer.dims.set_point(0, 10 + 2 * 3)
     widget.mode.value = ui.SLICES
     click_and_wait(
@@ -586,6 +590,8 @@ def test_fine_tune_cancel_saves_nothing_and_bad_choices_notify(
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     assert widget.status.value == "cancelled: nothing saved" and not path.exists()
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+    # nothing to resume: the cancelled run's state went with it, at once
+    assert not (tmp_path / ".m.fine-tune").exists() and not shown(widget.resume, widget)
 
 
 def test_fine_tune_dock_offers_to_resume_an_interrupted_run_and_resumes_it(viewer, qtbot, user_models):
@@ -605,7 +611,8 @@ def test_fine_tune_dock_offers_to_resume_an_interrupted_run_and_resumes_it(viewe
     widget = add_widget(viewer, "Fine-tune")
     assert widget.output.value == user_models / "my-model.safetensors" and not shown(widget.resume, widget)
     widget.output.value = user_models / "cells.safetensors"
-    assert shown(widget.resume, widget) and widget.resume.value
+    assert shown(widget.resume, widget) and not widget.resume.value  # the user says so
+    widget.resume.value = True
     widget.images.value = [layer]
     widget.steps.value = 40
     widget.run_button.native.click()

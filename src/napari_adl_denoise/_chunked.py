@@ -34,12 +34,14 @@ from .inference import (
     check_call,
     check_dims,
     check_dtype,
+    check_plane_weights,
     check_values,
     intensity_map,
     layout,
 )
 from .methods import MethodContext
-from .methods._learned import Window, _slice_tile, _tile_shape, as_loaded_model, plane_weights
+from .methods._learned import Window, _slice_tile, _tile_shape, as_loaded_model
+from .methods._learned import plane_weights as shape_weights
 
 __all__ = [
     "denoise_lazy",
@@ -92,6 +94,7 @@ class _Job:
     """The whole image's spatial shape."""
     depth: tuple[int, ...]
     imap: IntensityMap | None
+    plane_weights: tuple[float, ...] | None
 
 
 def denoise_lazy(
@@ -106,6 +109,7 @@ def denoise_lazy(
     spatial_dims: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     noise_model: Any = None,
+    plane_weights: tuple[float, float, float] | None = None,
     chunks: int | tuple[int, ...] | None = None,
     **options: Any,
 ):
@@ -123,6 +127,7 @@ def denoise_lazy(
     x, chosen, spatial_dims, channels, channel_axis = _start(
         image, method, model, options, channel_axis, spatial_dims
     )
+    weights = check_plane_weights(plane_weights)
     kwargs = dict(
         model=model,
         device=device,
@@ -131,6 +136,7 @@ def denoise_lazy(
         spatial_dims=spatial_dims,
         intensity_range=intensity_range,
         noise_model=noise_model,
+        plane_weights=plane_weights,
         chunks=chunks,
         **options,
     )
@@ -177,6 +183,7 @@ def denoise_lazy(
             spatial,
             depth,
             imap,
+            weights,
         )
         expanded = da.overlap.overlap(
             canonical, depth=dict(enumerate((0,) * (1 + lead) + depth)), boundary="none"
@@ -318,7 +325,9 @@ def _denoise_block(block: np.ndarray, *, job: _Job, block_info: dict | None = No
     # One block at a time per process: a network's forward pass already uses every core, and
     # two blocks at once would double the memory for nothing.
     with _LOCK:
-        ctx = MethodContext(sd, job.channels, model, job.device, job.tile, job.overlap, dict(job.options))
+        ctx = MethodContext(
+            sd, job.channels, model, job.device, job.tile, job.overlap, dict(job.options), job.plane_weights
+        )
         runner = get_method(job.method).factory(ctx)
         for i in range(items.shape[1]):
             steps = runner(job.imap.normalise(items[:, i]), window)
@@ -402,6 +411,7 @@ def iter_write(
     spatial_dims: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     noise_model: Any = None,
+    plane_weights: tuple[float, float, float] | None = None,
     chunks: int | tuple[int, ...] | None = None,
     slab: int = 64,
     **options: Any,
@@ -424,22 +434,24 @@ def iter_write(
         spatial_dims=spatial_dims,
         intensity_range=intensity_range,
         noise_model=noise_model,
+        plane_weights=plane_weights,
         chunks=chunks,
     )
     x, chosen, sd, channels, axis = _start(image, method, model, dict(options), channel_axis, spatial_dims)
+    weights = check_plane_weights(plane_weights)
     if axis is None and sd == 3 and slab >= 1:
         p = _prepare(x, chosen, sd, channels, axis, kwargs, options)
         if p.planes and p.imap is not None:
             return (
                 yield from _iter_slabs(
-                    p, Path(store), method, tile_shape, overlap, device, int(slab), options
+                    p, Path(store), method, tile_shape, overlap, device, int(slab), options, weights
                 )
             )
     lazy = denoise_lazy(image, method, channel_axis=channel_axis, **kwargs, **options)
     return (yield from iter_compute(lazy, store, method=method))
 
 
-def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device, slab, options):
+def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device, slab, options, weights):
     """The three directions of a gray volume (or a stack of them), slab by slab, summed in a
     Zarr store in the order and precision the in-memory path sums them."""
     from .inference import progress_of
@@ -459,7 +471,7 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
     runs = [
         (item, d, s) for item in np.ndindex(*lead) for d in range(3) for s in range(0, spatial[d], thick[d])
     ]
-    weights = plane_weights(spatial)
+    weights = weights or shape_weights(spatial)
     ctx = MethodContext(3, 1, p.loaded, device, tile_shape, overlap, dict(options))
     runner = get_method(method).factory(ctx)
     with contextlib.ExitStack() as stack:

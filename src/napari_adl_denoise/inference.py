@@ -113,6 +113,7 @@ def iter_denoise(
     spatial_dims: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     noise_model: str | NoiseModel | None = None,
+    plane_weights: tuple[float, float, float] | None = None,
     **options: Any,
 ) -> Generator[DenoiseProgress, None, np.ndarray]:
     """Denoise step by step: a generator yielding :class:`DenoiseProgress`, returning the result.
@@ -136,12 +137,14 @@ def iter_denoise(
         overlap=overlap,
         intensity_range=intensity_range,
         noise_model=noise_model,
+        plane_weights=plane_weights,
         **options,
     )
     if is_lazy(image):  # computed block by block into memory, with progress per block
         lazy = denoise_lazy(image, method, channel_axis=channel_axis, spatial_dims=spatial_dims, **job)
         return (yield from iter_compute(lazy, method=method))
     chosen = check_call(method, model, options)
+    weights = check_plane_weights(plane_weights)
     array = np.asarray(image)
     check_dtype(array)
     spatial_dims, channels, channel_axis = layout(array.shape, channel_axis, spatial_dims)
@@ -168,7 +171,9 @@ def iter_denoise(
     imap = intensity_map(array, noise_model, channel_axis, intensity_range, chosen, options)
     runner = None
     if imap is not None:
-        ctx = MethodContext(spatial_dims, channels, model, device, tile_shape, overlap, dict(options))
+        ctx = MethodContext(
+            spatial_dims, channels, model, device, tile_shape, overlap, dict(options), weights
+        )
         runner = chosen.factory(ctx)
     # One item (an image, a volume) becomes the result in place: memory is its float32 input
     # and output, and the tiles; more items fill one array.
@@ -191,6 +196,19 @@ def iter_denoise(
 
     restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
     return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
+
+
+def check_plane_weights(weights: Any) -> tuple[float, float, float] | None:
+    """``plane_weights`` as three floats summing to 1 (``None`` stays), or ValueError (one line)."""
+    if weights is None:
+        return None
+    try:
+        values = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(w) and w >= 0 for w in values) or sum(values) <= 0:
+        raise ValueError(f"plane_weights must be three non-negative numbers, not all zero, got {weights!r}")
+    return tuple(w / sum(values) for w in values)
 
 
 def check_call(method: str, model: Any, options: dict[str, Any]) -> Method:
@@ -377,6 +395,7 @@ def denoise(
     spatial_dims: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     noise_model: str | NoiseModel | None = None,
+    plane_weights: tuple[float, float, float] | None = None,
     progress: Callable[[DenoiseProgress], object] | None = None,
     **options: Any,
 ) -> np.ndarray:
@@ -432,6 +451,13 @@ def denoise(
         the noise growing with intensity. A classical method is then given the transform's
         noise level as its ``sigma`` (a ``sigma`` you give is then on the transformed,
         normalised scale).
+    plane_weights : (float, float, float), optional
+        When a 2D model denoises a volume (2.5D): how much the slices along each of its three
+        axes count in the result, normalised to sum to 1. Default:
+        :func:`~napari_adl_denoise.methods.plane_weights` of the volume's shape (by the
+        voxels of each slicing plane, so a short axis, often the coarsely sampled one, counts
+        least); a part of a larger volume gets the whole volume's result only with the whole
+        volume's weights. Ignored by 3D models and 2D images.
     progress : callable, optional
         Called with a :class:`DenoiseProgress` after every tile.
     **options
@@ -468,6 +494,7 @@ def denoise(
         spatial_dims=spatial_dims,
         intensity_range=intensity_range,
         noise_model=noise_model,
+        plane_weights=plane_weights,
         **options,
     )
     if is_lazy(image):

@@ -39,9 +39,13 @@ def start_job(
     not called. With ``start=False`` the caller starts it, after keeping a reference to it.
     """
 
+    running: list[Generator] = []
+
     def work():
+        steps = job()
+        running.append(steps)
         try:
-            return (yield from job())
+            return (yield from steps)
         except RuntimeError as exc:  # superqt would take it for a deleted Qt object and drop it
             raise JobError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
@@ -65,6 +69,8 @@ def start_job(
 
     def done() -> None:
         bar.close()
+        for steps in running:  # a cancelled job cleans up now, not whenever it is collected
+            steps.close()
         if on_finished is not None:
             on_finished()
 

@@ -27,6 +27,7 @@ from ..methods import (
     get_method,
     list_methods,
     plan_denoise,
+    plane_weights,
 )
 from ._jobs import JobDock, copy_placement
 from ._layers import (
@@ -281,8 +282,12 @@ class DenoiseWidget(JobDock):
                 kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
             else:
                 kwargs.update(device="auto", tile_shape=None)
-            if whole is not None:  # a preview: the whole layer's range and noise, as a Run has
+            if whole is not None:  # a preview: the whole layer's range, noise and weights, as a Run has
                 kwargs["intensity_range"] = robust_range(whole)
+                if layout["spatial_dims"] == 3:  # a 2D model's directions, weighed as for the volume
+                    kwargs["plane_weights"] = plane_weights(
+                        whole.shape[-4:-1] if channels == 3 else whole.shape[-3:]
+                    )
                 kwargs["noise_model"] = resolve_noise_model(
                     kwargs["noise_model"], whole, channel_axis=-1 if channels == 3 else None
                 )

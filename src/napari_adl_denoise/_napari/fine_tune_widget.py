@@ -187,11 +187,11 @@ class FineTuneWidget(JobDock):
         )
         self.resume = CheckBox(
             text="Resume the interrupted run",
-            value=True,
+            value=False,
             visible=False,
             tooltip="A run saving to this file was interrupted (napari closed or crashed, the run "
-            "failed) and kept its state: continue it from its last validation, with the same "
-            "layers and choices. Untick to start afresh, which discards that state.",
+            "failed) and kept its state: tick to continue it from its last validation, with the "
+            "same layers and choices; unticked, a run starts afresh and discards that state.",
         )
         self.estimate = Label(label="Estimated time")
         self.estimate.tooltip = (
@@ -348,7 +348,11 @@ class FineTuneWidget(JobDock):
         return output.stem if yours and output.suffix == ".safetensors" else output
 
     def _resumable(self) -> bool:
-        return self._worker is None and resumable(self._target())
+        return (
+            self._worker is None
+            and Path(self.output.value).suffix == ".safetensors"
+            and resumable(self._target())
+        )
 
     def _noise(self) -> list[NoiseSpec] | None:
         if self.data.value != "clean" or self.noise.value == AS_TRAINED:

@@ -14,6 +14,7 @@ from ._learned import (
     default_method,
     default_model_info,
     plan_denoise,
+    plane_weights,
     register_learned,
 )
 from ._registry import Method, MethodContext, get_method, list_methods, method_for_kind, register_method
@@ -30,6 +31,7 @@ __all__ = [
     "list_methods",
     "method_for_kind",
     "plan_denoise",
+    "plane_weights",
     "register_learned",
     "register_method",
 ]

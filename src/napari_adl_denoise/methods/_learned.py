@@ -291,7 +291,7 @@ class LearnedRunner:
         axis costs little), the three results averaged with :func:`plane_weights`."""
         out = np.zeros((volume.shape[0], *window.size), dtype=np.float32)
         axes = range(1, volume.ndim)
-        weights = plane_weights(window.shape)
+        weights = self.ctx.plane_weights or plane_weights(window.shape)
         requested = self.requested_tile
         for k, axis in enumerate(axes):
             # Each direction plans its own tiles (a 3D tile_shape gives each its two sizes); an

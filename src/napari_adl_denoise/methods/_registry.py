@@ -32,6 +32,8 @@ class MethodContext:
     tile_shape: int | tuple[int, ...] | None = None
     overlap: float = 0.25
     options: dict[str, Any] = field(default_factory=dict)
+    plane_weights: tuple[float, ...] | None = None
+    """A 2D model over a volume: the three directions' weights (default: ``plane_weights``)."""
 
 
 @dataclass(frozen=True)
