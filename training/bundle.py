@@ -6,7 +6,9 @@ writes ``src/napari_adl_denoise/weights/<name>.safetensors`` (float16 unless tha
 than 0.05 dB) with the card in its metadata: config, parameter count, the training images and
 their sources, noise model, steps, wall time, hardware and the validation PSNR/SSIM per sigma;
 ``<name>.md`` beside it shows the same for people, followed by ``--notes`` (a Markdown file:
-the choices the paper left open, with their reasons), which the card keeps too.
+the choices the paper left open, with their reasons), which the card keeps too. ``--average
+OTHER FRACTION`` bundles the weight average ``FRACTION * model + (1 - FRACTION) * OTHER`` of two
+runs of one lineage (a "model soup"), recorded in the card.
 
     python training/bundle.py runs/adl-2d-gray/adl-2d-gray.safetensors
     python training/bundle.py runs/adaptive-cnn-2d-gray/adaptive-cnn-2d-gray.safetensors \
@@ -174,12 +176,27 @@ def main() -> None:
     parser.add_argument("--recipe", help="command that reproduces it (default: the training config)")
     parser.add_argument("--hardware", help="describe the training hardware (default: the run's card)")
     parser.add_argument("--notes", type=Path, help="Markdown appended to the card: the choices made")
+    parser.add_argument(
+        "--average",
+        nargs=2,
+        metavar=("OTHER", "FRACTION"),
+        help="bundle FRACTION * model + (1 - FRACTION) * OTHER (.safetensors of the same network)",
+    )
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--output", type=Path, default=bundled_dir())
     args = parser.parse_args()
 
     name = args.name or args.model.stem
     loaded = load_model(args.model)
+    if args.average:
+        other, fraction = load_model(args.average[0]), float(args.average[1])
+        if other.config != loaded.config or not 0 < fraction < 1:
+            raise SystemExit("--average needs a model of the same network and a fraction in (0, 1)")
+        mine, theirs = loaded.model.state_dict(), other.model.state_dict()
+        floats = {k: v for k, v in mine.items() if v.is_floating_point()}
+        mixed = {k: fraction * v + (1 - fraction) * theirs[k] for k, v in floats.items()}
+        loaded.model.load_state_dict({**mine, **mixed})
+        loaded.card["averaged_with"] = {"model": args.average[0], "other_fraction": round(1 - fraction, 4)}
     kind = kind_of(loaded.config)
     fp32 = validate(loaded.model, kind, args.data)
     half = copy.deepcopy(loaded)
