@@ -622,6 +622,7 @@ def test_fine_tune_dock_offers_to_resume_an_interrupted_run_and_resumes_it(viewe
     steps = widget.curve.loss_line.get_xdata()
     assert steps[0] > 1 and steps[-1] == 40  # from where it was, not from the start
     assert not resumable("cells") and not state.exists() and not shown(widget.resume, widget)
+    assert not widget.resume.value  # the next interrupted run is asked about afresh
 
 
 def test_fine_tune_on_noisy_images_alone_plots_live_stops_and_saves_then_manages_the_model(

@@ -530,7 +530,7 @@ class FineTuneWidget(JobDock):
             unit="step",
             on_progress=self._progress,
         )
-        self.resume.visible = False
+        self.resume.visible = self.resume.value = False  # a later interrupted run is asked afresh
 
     def stop(self) -> None:
         """Stop the run at its next step and save the best weights so far."""
