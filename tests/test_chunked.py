@@ -59,6 +59,8 @@ def test_a_volume_over_three_directions_and_through_the_3d_model_matches_in_memo
     weights = (0.2, 0.5, 0.3)  # weights of your own reach every block
     lazy = adl.denoise(volume, tile_shape=16, chunks=16, plane_weights=weights)
     _close(lazy, adl.denoise(noisy_3d, tile_shape=16, plane_weights=weights))
+    lazy = adl.denoise(volume, tile_shape=16, chunks=16, ensemble=2)  # so do options
+    _close(lazy, adl.denoise(noisy_3d, tile_shape=16, ensemble=2))
     lazy = adl.denoise(volume, model="adl-3d-gray", tile_shape=16, chunks=16)
     assert lazy.numblocks == (2, 2, 1)
     _close(lazy, adl.denoise(noisy_3d, model="adl-3d-gray", tile_shape=16))

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tifffile
 from nibabel.testing import data_path
+from skimage import data as skdata
 
-from napari_adl_denoise import denoise, save_model
+from napari_adl_denoise import add_noise, denoise, save_model
 from napari_adl_denoise.cli import main
 
 
@@ -112,6 +113,13 @@ def test_tiff_and_npy_with_model_and_tiles(tiny_3d, tmp_path):
         )
         result = tifffile.imread(out) if name.endswith(".tif") else np.load(out)
         assert result.shape == volume.shape and result.dtype == np.float32
+
+
+def test_ensemble_reaches_the_network(tmp_path):
+    image = add_noise(skdata.camera()[:64, :72], "gaussian", sigma=20, seed=0)
+    np.save(tmp_path / "i.npy", image)
+    assert main(["denoise", str(tmp_path / "i.npy"), str(tmp_path / "o.npy"), "--ensemble", "8"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), denoise(image, ensemble=8), atol=1e-5)
 
 
 def test_stack_slice_by_slice(tmp_path):

@@ -134,11 +134,11 @@ def test_closing_the_generator_cancels_between_batches_of_tiles(tiny_2d, monkeyp
         learned, "as_loaded_model", lambda m, sd, c, method: adl.LoadedModel("c", counting, tiny_2d.config)
     )
     monkeypatch.setattr(learned, "CPU_BATCH_VOXELS", 2 * 32 * 32)  # two tiles per batch
-    steps = iter_denoise(np.random.default_rng(0).random((128, 128)), tile_shape=32)
+    steps = iter_denoise(np.random.default_rng(0).random((128, 128)), tile_shape=32, ensemble=1)
     records = [next(steps) for _ in range(3)]
     steps.close()
     assert [(r.done, r.total) for r in records] == [(0, 25), (2, 25), (4, 25)]
-    assert (counting.calls, counting.tiles) == (2, 4)  # nothing after the close
+    assert (counting.calls, counting.tiles) == (2, 4)  # one pass: nothing after the close
 
 
 def test_batched_tiles_give_the_same_result_as_one_by_one(tiny_2d, monkeypatch):
@@ -220,6 +220,9 @@ def test_sigma_option_reaches_classical_methods():
         ({"image": np.eye(8), "method": "tv", "sigma": np.nan}, "sigma must be a finite number > 0"),
         ({"image": np.eye(8), "method": "wavelet", "sigma": "x"}, "sigma must be a finite number > 0"),
         ({"image": np.eye(8) * 1e300}, "exceed float32's range"),
+        ({"image": np.eye(8), "ensemble": 3}, "ensemble must be one of 1, 2, 4, 8, got 3"),
+        ({"image": np.eye(8), "ensemble": True}, "ensemble must be one of 1, 2, 4, 8, got True"),
+        ({"image": np.eye(8), "method": "nlm", "ensemble": 2}, "does not take option"),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(kwargs, message, tiny_2d):
@@ -242,7 +245,11 @@ def test_a_2d_model_denoises_a_volume_along_all_three_axes_weighted_by_plane(tin
     out = denoise(volume, model=tiny_2d, spatial_dims=3)
     by_axis = [
         np.moveaxis(
-            denoise(np.moveaxis(volume, a, 0), model=tiny_2d, spatial_dims=2, intensity_range=whole), 0, a
+            denoise(
+                np.moveaxis(volume, a, 0), model=tiny_2d, spatial_dims=2, intensity_range=whole, ensemble=1
+            ),
+            0,
+            a,
         )
         for a in range(3)
     ]
@@ -258,6 +265,36 @@ def test_a_2d_model_denoises_a_volume_along_all_three_axes_weighted_by_plane(tin
     for bad in [(1, 1), (1, -1, 1), (0, 0, 0), (1, float("nan"), 1), "abc"]:
         with pytest.raises(ValueError, match="plane_weights must be three non-negative numbers"):
             denoise(volume, model=tiny_2d, plane_weights=bad)
+
+
+def test_a_self_ensemble_averages_flipped_and_rotated_passes_two_by_default_in_2d(tiny_2d, tiny_3d):
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    once = denoise(image, model=tiny_2d, ensemble=1)
+    turned = denoise(image[::-1, ::-1], model=tiny_2d, ensemble=1)[::-1, ::-1]
+    assert np.abs(once - turned).max() > 1e-3  # the network alone is not rotation-invariant
+    # 2D data: the image and its 180-degree rotation, averaged, unless told otherwise
+    np.testing.assert_allclose(denoise(image, model=tiny_2d), (once + turned) / 2, atol=1e-5)
+    # all eight symmetries of the square: a rotated or mirrored image gives the same result turned
+    eight = denoise(image, model=tiny_2d, ensemble=8)
+    np.testing.assert_allclose(
+        denoise(np.rot90(image), model=tiny_2d, ensemble=8), np.rot90(eight), atol=1e-5
+    )
+    np.testing.assert_allclose(denoise(image.T, model=tiny_2d, ensemble=8), eight.T, atol=1e-5)
+    # volumes: one pass by default (a 2D model already averages three directions); a 3D model's
+    # eight passes are its flips
+    volume = np.random.default_rng(1).random((16, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(denoise(volume, model=tiny_2d), denoise(volume, model=tiny_2d, ensemble=1))
+    flips = denoise(volume, model=tiny_3d, ensemble=8)
+    np.testing.assert_allclose(
+        denoise(volume[::-1, :, ::-1], model=tiny_3d, ensemble=8), flips[::-1, :, ::-1], atol=1e-5
+    )
+
+
+def test_more_passes_denoise_a_real_image_better():
+    clean = data.camera()[:200, :168].astype(np.float32)
+    noisy = add_noise(clean, "gaussian", sigma=25, seed=0)
+    scores = {n: adl.metrics.psnr(clean, denoise(noisy, ensemble=n)) for n in (1, 2, 8)}
+    assert scores[8] > scores[2] > scores[1] + 0.05, scores
 
 
 def test_a_volume_through_a_2d_model_batches_its_slices_and_reports_progress(tiny_2d, monkeypatch):

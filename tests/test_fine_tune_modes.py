@@ -38,9 +38,10 @@ NOISY = add_noise(CLEAN, "speckle", sigma=30, seed=3)  # new to adl-2d-gray (Gau
 
 
 def held_out_gain(path) -> float:
-    """PSNR gain over adl-2d-gray on the held-out columns, which no step trained on."""
+    """PSNR gain of the network over adl-2d-gray on the held-out columns, which no step trained
+    on (one pass each: the self-ensemble's gain comes on top for both)."""
     clean, noisy = CLEAN[:, 256:], NOISY[:, 256:]
-    tuned, start = (metrics.psnr(clean, denoise(noisy, model=m)) for m in (path, "adl-2d-gray"))
+    tuned, start = (metrics.psnr(clean, denoise(noisy, model=m, ensemble=1)) for m in (path, "adl-2d-gray"))
     return tuned - start
 
 

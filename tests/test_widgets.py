@@ -96,6 +96,21 @@ def test_denoise_widget_noise_model_stabilises_photon_noise_like_the_api(viewer,
     assert result.metadata["napari_adl_denoise"]["noise_model"] == "poisson_gaussian"
 
 
+def test_denoise_widget_self_ensemble_gives_the_api_result_and_is_recorded(viewer, qtbot):
+    layer = noisy_image(viewer)
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    assert shown(widget.ensemble, widget) and widget.ensemble.value == 0  # auto
+    widget.ensemble.value = 8
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    result = viewer.layers[1]
+    np.testing.assert_allclose(result.data, denoise(layer.data, ensemble=8), atol=1e-4)
+    assert np.abs(result.data - denoise(layer.data)).max() > 1e-2  # not the default two passes
+    assert result.metadata["napari_adl_denoise"]["ensemble"] == 8
+    widget.method.value = "tv"  # classical methods have no passes to choose
+    assert not shown(widget.ensemble, widget)
+
+
 def test_the_memory_line_of_a_volume_names_the_three_slicing_directions(viewer):
     widget = add_widget(viewer, "Denoise")
     widget.image.value = viewer.add_image(np.zeros((12, 40, 48), dtype=np.float32), name="vol")

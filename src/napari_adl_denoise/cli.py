@@ -23,6 +23,7 @@ def _tile(text: str) -> int | tuple[int, ...]:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__, list_methods
     from .inference import NOISE_MODELS
+    from .methods import ENSEMBLE_PASSES
     from .noise import NOISE_KINDS, SIGMA_KINDS
     from .training.fine_tune import MODES, PRESETS
 
@@ -78,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=(1, 2),
         help="noise-attention: 1 writes the stage-I image (input minus the estimated noise), "
         "2 the two-stage result (default)",
+    )
+    run.add_argument(
+        "--ensemble",
+        type=int,
+        choices=ENSEMBLE_PASSES,
+        help="learned methods: also denoise this many flipped/rotated copies and average them, "
+        "at as many times the time (default: 2 for 2D data, 1 for volumes; 8 gains ~0.1 dB)",
     )
     run.add_argument(
         "--noise-map",
@@ -251,7 +259,7 @@ def _denoise(args: argparse.Namespace) -> int:
     data, alpha = split_alpha(src.data, channel_axis is not None and src.format in ("png", "jpeg"))
     if data.ndim == 2 and channel_axis == -1:  # a gray + alpha PNG: the gray image is denoised
         channel_axis = None
-    given = {"sigma": args.sigma, "stages": args.stages}
+    given = {"sigma": args.sigma, "stages": args.stages, "ensemble": args.ensemble}
     options = {k: v for k, v in given.items() if v is not None}
     if blocks and alpha is not None and data.ndim == 2:
         raise ValueError("a gray + alpha PNG is denoised whole: leave out --chunks")

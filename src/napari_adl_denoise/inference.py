@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _vst
-from .methods import Method, MethodContext, get_method
+from .methods import ENSEMBLE_PASSES, Method, MethodContext, get_method
 from .noise import NoiseModel, estimate_noise_model
 
 __all__ = [
@@ -235,6 +235,9 @@ def check_call(method: str, model: Any, options: dict[str, Any]) -> Method:
             valid = False
         if not valid:
             raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    passes = options.get("ensemble")
+    if passes is not None and (isinstance(passes, bool) or passes not in ENSEMBLE_PASSES):
+        raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_PASSES))}, got {passes!r}")
     return chosen
 
 
@@ -462,7 +465,10 @@ def denoise(
         Called with a :class:`DenoiseProgress` after every tile.
     **options
         Method options, e.g. ``sigma`` (noise level on the [0, 1]-normalised scale) for the
-        classical methods.
+        classical methods. Every learned method takes ``ensemble`` (1, 2, 4 or 8): the network
+        also denoises that many flipped or rotated copies of each tile, turned back and
+        averaged, at that many times the time. Default: 2 on 2D data, 1 on volumes (which
+        already average three slicing directions with a 2D model); 8 gains about 0.1 dB over 1.
 
     Returns
     -------

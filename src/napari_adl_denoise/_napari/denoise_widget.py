@@ -21,6 +21,7 @@ from ..inference import (
     split_alpha,
 )
 from ..methods import (
+    ENSEMBLE_PASSES,
     NoModelError,
     as_loaded_model,
     default_model_info,
@@ -130,6 +131,17 @@ class DenoiseWidget(JobDock):
             tooltip="How much neighbouring tiles overlap, as a fraction of the tile (0.25 = a "
             "quarter). Overlaps are cross-faded, hiding seams; more overlap costs more time.",
         )
+        self.ensemble = ComboBox(
+            label="Self-ensemble",
+            choices=[
+                ("auto: 2 passes in 2D, 1 in 3D", 0),
+                *((f"{n} passes" if n > 1 else "1 pass", n) for n in ENSEMBLE_PASSES),
+            ],
+            value=0,
+            tooltip="The network also denoises flipped and rotated copies of the image, turned back "
+            "and averaged: slightly cleaner (8 passes: about +0.1 dB over 1), as many times slower. "
+            "A volume through a 2D model already averages three slicing directions.",
+        )
         self.memory = Label(label="Memory")
         self.memory.native.setWordWrap(True)  # a long model name must not widen the dock:
         # nor its width hint (without this, adaptive-cnn-2d-gray pushed the controls 16 px past
@@ -155,6 +167,7 @@ class DenoiseWidget(JobDock):
                 self.mode,
                 self.tile,
                 self.overlap,
+                self.ensemble,
                 self.memory,
                 self.preview_button,
             ]
@@ -189,7 +202,7 @@ class DenoiseWidget(JobDock):
     def _refresh(self, *_: Any) -> None:
         method = get_method(self.method.value)
         self.about.value = method.description
-        for widget in (self.model, self.tile, self.overlap, self.memory, self.device):
+        for widget in (self.model, self.tile, self.overlap, self.ensemble, self.memory, self.device):
             widget.visible = method.learned
         self.model_file.visible = method.learned and self.model.value == MODEL_FILE
         self.noise_map.visible = method.noise_map is not None
@@ -255,6 +268,8 @@ class DenoiseWidget(JobDock):
             "noise_model": self.noise_model.value,
             **layout,
         }
+        if learned and self.ensemble.value:
+            params["ensemble"] = self.ensemble.value
         planes, keep, whole = [], (), None
         full = layer.data[0] if layer.multiscale else layer.data
         # A dask or zarr layer stays out of memory: denoised block by block into a Zarr store.

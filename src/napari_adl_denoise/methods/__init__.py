@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import adaptive_cnn, adl, classical, idresnet, noise_attention  # noqa: F401 (each registers its methods)
 from ._learned import (
+    ENSEMBLE_PASSES,
     NoModelError,
     Plan,
     as_loaded_model,
@@ -20,6 +21,7 @@ from ._learned import (
 from ._registry import Method, MethodContext, get_method, list_methods, method_for_kind, register_method
 
 __all__ = [
+    "ENSEMBLE_PASSES",
     "Method",
     "MethodContext",
     "NoModelError",
