@@ -227,7 +227,7 @@ def _held_out(kind: str) -> np.ndarray:
 
     if "2d-gray" in kind:
         return pywt.data.aero().astype(np.float32)
-    if kind.endswith("2d-rgb"):
+    if "2d-rgb" in kind:
         return data.coffee().astype(np.float32)
     return read_image(f"{data_path}/anatomical.nii").data.astype(np.float32)
 

@@ -193,7 +193,8 @@ def test_the_memory_estimate_is_for_the_model_that_will_run(viewer):
     gray = DEFAULT_MODELS[2, 1]
     assert widget.memory.value.endswith(f"({gray}, b = {widths[gray]})")
     widget.image.value = viewer.add_image(data.astronaut()[:64, :96], name="rgb")
-    assert widget.memory.value.endswith(f"(adl-2d-rgb, b = {widths['adl-2d-rgb']})")
+    rgb = DEFAULT_MODELS[2, 3]
+    assert widget.memory.value.endswith(f"({rgb}, b = {widths[rgb]})")
     widget.model.value = ui.MODEL_FILE  # none chosen yet: nothing to estimate
     assert widget.memory.value == ""
 

@@ -6,13 +6,15 @@ from ._learned import register_learned
 
 DEFAULT_MODELS: dict[tuple[int, int], str] = {
     (2, 1): "adl-2d-gray-real",
-    (2, 3): "adl-2d-rgb",
+    (2, 3): "adl-2d-rgb-real",
     (3, 1): "adl-2d-gray-real",
 }
 """The bundled model ``denoise`` uses for (spatial_dims, channels) when none is given, chosen by
 ``benchmarks/bench_quality.py`` (README, "Benchmark"). Gray images get ``adl-2d-gray-real``,
 trained for Poisson, Rician and spatially varying noise and noise-free backgrounds: up to 8 dB
-better than ``adl-2d-gray`` there, 0.1 dB behind it on uniform Gaussian noise. Volumes get it over
+better than ``adl-2d-gray`` there, 0.1 dB behind it on uniform Gaussian noise; colour images
+``adl-2d-rgb-real``, ``adl-2d-rgb`` taught the same noise (but Rician), which no longer gives
+up where the background is noise-free. Volumes get it over
 their three slicing directions, averaged with weights by slicing plane (2.5D,
 :func:`~napari_adl_denoise.methods.plane_weights`), which beat the 3D network
 ``adl-3d-gray`` on the held-out volumes at every noise level."""
