@@ -14,6 +14,8 @@ from napari_adl_denoise.inference import robust_range
 from napari_adl_denoise.methods import _learned as learned
 from napari_adl_denoise.methods._learned import MIN_TILE
 from napari_adl_denoise.methods.adl import DEFAULT_MODELS
+from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
+from napari_adl_denoise.weights import save_model
 
 
 def _copy_and_freeze(image: np.ndarray) -> np.ndarray:
@@ -385,3 +387,54 @@ def test_an_rgba_image_is_denoised_in_colour_and_keeps_its_alpha():
     np.testing.assert_array_equal(rgba, before)
     planar = denoise(np.moveaxis(rgba, -1, 0), method="tv", channel_axis=0)  # any colour axis
     np.testing.assert_allclose(np.moveaxis(planar, 0, -1), result, atol=1e-4)
+
+
+def test_a_guided_3d_network_refines_its_2d_guides_view_of_the_volume(tiny_2d, tmp_path):
+    """The guide's three directions and their plane-weighted mean are the network's extra
+    input, and the mean is what its residual heads correct: a network whose heads give zeros
+    returns the guide's 2.5D result."""
+    save_model(tiny_2d, tmp_path / "guide.safetensors", card={"name": "guide"})
+    config = EfficientUnetConfig(
+        spatial_dims=3,
+        filter_base=4,
+        enhancer_kernel=3,
+        norm="none",
+        output_activation="residual",
+        guide=str(tmp_path / "guide.safetensors"),
+    )
+    net = EfficientUnet(config).eval()
+    volume = np.random.default_rng(0).random((10, 33, 41)).astype(np.float32)
+    for head in (net.head_full, net.head_half, net.head_quarter):
+        torch.nn.init.zeros_(head.to_image.weight)
+    np.testing.assert_allclose(denoise(volume, model=net), denoise(volume, model=tiny_2d), atol=1e-5)
+    torch.nn.init.normal_(net.head_full.to_image.weight, std=0.5)
+    out = denoise(volume, model=net, tile_shape=(16, 40, 48))  # one tile: the network by hand
+    lo, hi = robust_range(volume)
+    whole = (lo, hi)
+    planes = [
+        np.moveaxis(
+            denoise(
+                np.moveaxis(volume, a, 0), model=tiny_2d, spatial_dims=2, intensity_range=whole, ensemble=1
+            ),
+            0,
+            a,
+        )
+        for a in range(3)
+    ]
+    mean = np.tensordot(learned.plane_weights(volume.shape), planes, axes=1)
+    x = np.stack([volume, mean, *planes]).astype(np.float32)
+    x = np.pad((x - lo) / (hi - lo), [(0, 0), (0, 6), (0, 7), (0, 7)], mode="reflect")
+    with torch.no_grad():
+        by_hand = net(torch.from_numpy(x)[None])[0, 0, :10, :33, :41].numpy() * (hi - lo) + lo
+    np.testing.assert_allclose(out, by_hand, atol=1e-4 * float(np.abs(by_hand).max()))
+    assert np.abs(out - denoise(volume, model=tiny_2d)).mean() > 1e-3
+    # a guided network is 3D, gray, residual; its guide is a 2D model; it does volumes only
+    for bad in ({"spatial_dims": 2}, {"in_channels": 3}, {"output_activation": "sigmoid"}):
+        with pytest.raises(ValueError, match="guided network"):
+            EfficientUnetConfig(**{**config.model_dump(), **bad})
+    with pytest.raises(ValueError, match="3D model"):
+        denoise(volume[0], model=net)
+    save_model(EfficientUnet(config.model_copy(update={"guide": None})), tmp_path / "g3.safetensors")
+    wrong = EfficientUnet(config.model_copy(update={"guide": str(tmp_path / "g3.safetensors")}))
+    with pytest.raises(ValueError, match="needs a 2D guide"):
+        denoise(volume, model=wrong)

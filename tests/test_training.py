@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import drain
+from conftest import drain, train_tiny
 from nibabel.testing import data_path
 from skimage import data
 
-from napari_adl_denoise import denoise, load_model
+from napari_adl_denoise import add_noise, denoise, load_model
 from napari_adl_denoise.cli import main
 from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
 from napari_adl_denoise.training import TrainingConfig, inflate_weights, load_config, train
-from napari_adl_denoise.training.surgery import OPPONENT
+from napari_adl_denoise.training.surgery import GUIDED_HEAD_SCALE, OPPONENT
 from napari_adl_denoise.weights import save_model
 
 
@@ -401,3 +401,78 @@ def _with_weights(model: EfficientUnet, weights: list[torch.Tensor]) -> Efficien
     for p, w in zip(clone.parameters(), weights, strict=True):
         p.data.copy_(w)
     return clone
+
+
+def test_a_guided_3d_network_learns_from_its_guides_channels_and_starts_near_its_guide(tmp_path):
+    """Its patches carry the guide's four channels, computed by the denoising runner on whole
+    crops; from an unguided 3D model it starts near the guide's 2.5D result and trains from there."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from napari_adl_denoise.training.data import GuidedSampler, load_images, make_sampler
+
+    small = {"filter_base": 4, "enhancer_kernel": 3, "norm": "none", "output_activation": "residual"}
+    save_model(train_tiny(), tmp_path / "guide.safetensors")  # a real, if small, 2D denoiser
+    save_model(EfficientUnet(EfficientUnetConfig(spatial_dims=3, **small)), tmp_path / "init.safetensors")
+    raw = {
+        "name": "guided",
+        "model": {"spatial_dims": 3, **small, "guide": str(tmp_path / "guide.safetensors")},
+        "discriminator": {"spatial_dims": 3, "filter_base": 4},
+        "data": {
+            "train": [f"{data_path}/anatomical.nii"],
+            "val": [f"{data_path}/reoriented_anat_moved.nii"],
+            "patch_shape": [16, 16, 16],
+            "batch_size": 2,
+            "val_patches": 2,
+            "pool": 2,
+        },
+        "noise": [{"sigma": [10, 40]}],
+        "init": str(tmp_path / "init.safetensors"),
+        "phases": {"denoiser_warmup": 4, "discriminator_warmup": 0, "adversarial": 0},
+        "validate_every": 2,
+        "output": str(tmp_path / "run"),
+    }
+    config = TrainingConfig.model_validate(raw)
+    images = load_images(config.data.train, 3, 1, config.data.patch_shape)
+    data = config.data.model_copy(update={"augment": False})
+    sampler = GuidedSampler(images, data, config.noise, np.random.default_rng(0), raw["model"]["guide"])
+    x, _, _, _, size = sampler.pool[0]
+    crop = (slice(None), *(slice(0, n) for n in size))
+    _, expected = drain(sampler.guide.directions(x[:1][crop]))
+    np.testing.assert_allclose(x[1:][crop], expected, atol=1e-6)
+    batch = sampler.batch()
+    assert batch.noisy.shape == (2, 5, 16, 16, 16) and batch.target.shape == (2, 1, 16, 16, 16)
+
+    records, path = run(config)
+    assert records[0].phase == "init"
+    # it starts near its guide: the image-reading filters read the guide with zeros, the heads
+    # are the source's scaled down, and its first validation is close to the guide's 2.5D mean
+    source, guided = load_model(tmp_path / "init.safetensors").model, EfficientUnet(config.model)
+    state = inflate_weights(tmp_path / "init.safetensors", guided)
+    first = state["backbone.enc1.shortcut.weight"]
+    assert first.shape[1] == 5 and not first[:, 1:].any()
+    torch.testing.assert_close(first[:, :1], source.state_dict()["backbone.enc1.shortcut.weight"])
+    torch.testing.assert_close(
+        state["head_full.to_image.weight"], GUIDED_HEAD_SCALE * source.head_full.to_image.weight.detach()
+    )
+    val = make_sampler(
+        config.data.val,
+        [],
+        3,
+        1,
+        config.data.model_copy(update={"augment": False}),
+        config.noise,
+        np.random.default_rng([config.seed, 2**31]),
+        guide=raw["model"]["guide"],
+    ).batch(2)
+    mean = (
+        val.noisy[:, 1:2] * val.scale[:, None, None, None, None] + val.lo[:, None, None, None, None]
+    ).numpy()
+    pairs = zip(mean, val.clean.numpy(), strict=True)
+    expected = np.mean([peak_signal_noise_ratio(c[0], m[0], data_range=1.0) for m, c in pairs])
+    assert records[0].validation["psnr"] == pytest.approx(expected, abs=0.5)
+    loaded = load_model(path)
+    assert loaded.config.guide == raw["model"]["guide"]
+    volume = add_noise(
+        np.asarray(load_images([f"{data_path}/anatomical.nii"], 3, 1, (1, 1, 1))[0][0]), seed=0
+    )
+    assert denoise(volume, model=path).shape == volume.shape

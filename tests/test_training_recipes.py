@@ -59,8 +59,11 @@ def test_cpu_recipes_are_the_compute_efficient_choice(name):
     assert config.noise[0].kind == "gaussian" and config.noise[0].sigma == (0, 55)
     assert config.model.in_channels == (3 if "rgb" in name else 1)
     assert config.model.spatial_dims == (3 if "3d" in name else 2)
-    if config.model.spatial_dims == 3:
+    if config.model.spatial_dims == 3 and not config.model.guide:
         assert {n.kind for n in config.noise} == {"gaussian", "rician", "rayleigh"}
+    if config.model.guide:  # a guided network learns its 2D guide's noise
+        guide = load_config(ROOT / "training" / "configs" / f"{config.model.guide}.yaml")
+        assert {n.kind for n in config.noise} <= {n.kind for n in guide.noise}
     if config.init and not config.init.startswith("runs/"):  # bundled (not a run's output): it fits
         inflate_weights(config.init, EfficientUnet(config.model))
 

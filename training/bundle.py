@@ -83,9 +83,15 @@ def network(card: dict) -> str:
     where = f"{card['parameters']:,} parameters: spatial_dims {cfg['spatial_dims']}"
     where += f", channels {cfg['in_channels']}"
     if cfg.get("kind", "efficient_unet") == "efficient_unet":
+        guided = (
+            f"; refines `{cfg['guide']}` over three slicing directions (the noisy volume, that model's "
+            "three results and their plane-weighted mean in, a correction of the mean out)"
+            if cfg.get("guide")
+            else ""
+        )
         return (
             f"- Efficient-Unet, {where}, filter_base {cfg['filter_base']}, enhancer kernel "
-            f"{cfg['enhancer_kernel']}, norm {cfg['norm']}, output {cfg['output_activation']}"
+            f"{cfg['enhancer_kernel']}, norm {cfg['norm']}, output {cfg['output_activation']}{guided}"
         )
     if cfg["kind"] == "noise_attention":
         return (
@@ -140,8 +146,8 @@ def markdown(name: str, card: dict) -> str:
         how = (
             "continued from its weights"
             if same
-            else "grown into this network by `inflate_weights` (2D to 3D, wider, or gray to RGB in "
-            "opponent colour space)"
+            else "grown into this network by `inflate_weights` (2D to 3D, wider, gray to RGB in "
+            "opponent colour space, or unguided to guided)"
         )
         lines.append(
             f"- Started from `{init}` (see its card), {how}, so its training images and time come on top "

@@ -110,7 +110,8 @@ def default_model_info(
     """The method's bundled model for this kind of data (RGB for 3 channels, else gray),
     unloaded: its ``default_models`` choice, else any bundled network of its kind and the data's
     dimensions that is not another method's default (IDGAN never falls back to IDResNet's
-    weights). With ``same_dims`` (fine-tuning), a network of the data's own dimensions only."""
+    weights). With ``same_dims`` (fine-tuning), a network of the data's own dimensions only,
+    not a guided one (``adl-3d-gray`` for volumes)."""
     chosen = get_method(method)
     wanted = 3 if channels == 3 else 1
     others = {n for m in list_methods() if m != method for n in get_method(m).default_models.values()}
@@ -120,16 +121,21 @@ def default_model_info(
         if m.config.kind == chosen.model_kind and m.name not in others - set(chosen.default_models.values())
     }
     preferred = bundled.get(chosen.default_models.get((spatial_dims, wanted), ""))
-    if preferred is not None and not (same_dims and preferred.config.spatial_dims != spatial_dims):
+    if preferred is not None and not (same_dims and not _plain(preferred, spatial_dims)):
         return preferred
     for m in bundled.values():
-        if (m.config.spatial_dims, m.config.in_channels) == (spatial_dims, wanted):
+        if _plain(m, spatial_dims) and m.config.in_channels == wanted:
             return m
     kind = f"{spatial_dims}D {'RGB' if wanted == 3 else 'grayscale'}"
     raise NoModelError(
         f"no {method!r} model for {kind} data is installed; give a .safetensors weights file "
         "(model= or --model; see `adl-denoise models`) or choose another method"
     )
+
+
+def _plain(model: ModelInfo, spatial_dims: int) -> bool:
+    """Of the data's dimensions and no guided network (what fine-tuning starts from)."""
+    return model.config.spatial_dims == spatial_dims and not getattr(model.config, "guide", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +196,13 @@ def plan_denoise(
         for a, view in views
     ]
     tile = max(tiles, key=math.prod)
-    return Plan(info, tile, config.memory_bytes(tile), planes)
+    memory = config.memory_bytes(tile)
+    guide = getattr(config, "guide", None)
+    if guide is not None:  # its guide's slices run first, on their own tiles
+        memory = max(
+            memory, plan_denoise(shape, spatial_dims, channels, method=method, model=guide).memory_bytes
+        )
+    return Plan(info, tile, memory, planes)
 
 
 def as_loaded_model(model: object, spatial_dims: int, channels: int, method: str = "adl") -> LoadedModel:
@@ -279,6 +291,14 @@ class LearnedRunner:
         if options:  # checked before any tile runs
             self.loaded.model.set_options(**options)
         self.model = self._place(self.loaded.model.eval())
+        # A guided 3D network refines its 2D guide's view of the volume in three directions.
+        guide = getattr(self.loaded.config, "guide", None)
+        self.guide = None
+        if guide is not None:
+            guide_ctx = dataclasses.replace(ctx, model=guide, tile_shape=None, options={"ensemble": 1})
+            self.guide = LearnedRunner(guide_ctx, method)
+            if self.guide.loaded.config.spatial_dims != 2:
+                raise ValueError(f"model {self.loaded.name!r} needs a 2D guide, but {guide!r} is not one")
 
     def _memory_format(self) -> torch.memory_format:
         if self.device.type == "cpu":
@@ -297,14 +317,39 @@ class LearnedRunner:
         window = window or Window.whole(item.shape[1:])
         if sd > self.loaded.config.spatial_dims:
             return (yield from self._planes(item, window))
+        if self.guide is not None:
+            return (yield from self._guided(item, window))
         return (yield from self._denoise(item, window))
 
-    def _planes(self, volume: np.ndarray, window: Window) -> Generator[tuple[int, int], None, np.ndarray]:
-        """A volume through a 2D model: all slices along each axis in turn (batched, so a thin
-        axis costs little), the three results averaged with :func:`plane_weights`."""
-        out = np.zeros((volume.shape[0], *window.size), dtype=np.float32)
-        axes = range(1, volume.ndim)
+    def _guided(self, volume: np.ndarray, window: Window) -> Generator[tuple[int, int], None, np.ndarray]:
+        """The guide's three directions over the volume (:meth:`directions`; out of core a
+        guided network gives way to its guide), then this network on the volume and those four
+        channels."""
+        guide = yield from _scaled(self.guide.directions(volume), 0, 3)
+        return (yield from _scaled(self._denoise(np.concatenate([volume, guide]), window), 3, 4))
+
+    def directions(
+        self, volume: np.ndarray, window: Window | None = None
+    ) -> Generator[tuple[int, int], None, np.ndarray]:
+        """A gray volume ``(1, *spatial)`` through this 2D model as the guide of a 3D network
+        (``EfficientUnetConfig.guide``): ``(4, *size)``, the
+        plane-weighted mean (:func:`plane_weights`, or the job's own) and the three slicing
+        directions' results, over the window."""
+        window = window or Window.whole(volume.shape[1:])
+        planes = yield from self._planes(volume, window, separate=True)
         weights = self.ctx.plane_weights or plane_weights(window.shape)
+        mean = sum(w * p for w, p in zip(weights, planes, strict=True))
+        return np.concatenate([mean, *planes])
+
+    def _planes(
+        self, volume: np.ndarray, window: Window, separate: bool = False
+    ) -> Generator[tuple[int, int], None, np.ndarray]:
+        """A volume through a 2D model: all slices along each axis in turn (batched, so a thin
+        axis costs little), the three results averaged with :func:`plane_weights`, or with
+        ``separate`` returned one by one, ``(3, channels, *size)``."""
+        axes = range(1, volume.ndim)
+        out = np.zeros(((len(axes),) if separate else ()) + (volume.shape[0], *window.size), dtype=np.float32)
+        weights = (1.0,) * len(axes) if separate else self.ctx.plane_weights or plane_weights(window.shape)
         requested = self.requested_tile
         for k, axis in enumerate(axes):
             # Each direction plans its own tiles (a 3D tile_shape gives each its two sizes); an
@@ -316,7 +361,7 @@ class LearnedRunner:
             steps = self._denoise(
                 np.moveaxis(slices, axis, 1),
                 window.without(axis - 1),
-                np.moveaxis(out, axis, 1),
+                np.moveaxis(out[k] if separate else out, axis, 1),
                 scale=weights[k],
             )
             try:
@@ -341,7 +386,8 @@ class LearnedRunner:
         tile = self._first_tile = _tile_shape(
             self.requested_tile, self._padded, self.device, self.ctx.overlap
         )
-        shape = (*item.shape[:-sd], *window.size)
+        channels = self.loaded.config.out_channels if self.guide is not None else item.shape[0]
+        shape = (channels, *item.shape[1:-sd], *window.size)
         # On the CPU the tiles add straight into ``out``; a GPU may run out of memory half way
         # and start again, so its tiles fill a buffer of their own.
         into = out if out is not None and self.device.type == "cpu" else np.zeros(shape, dtype=np.float32)
@@ -394,7 +440,7 @@ class LearnedRunner:
             raise AssertionError("the result must take a stack's layout without a copy")
         groups = (
             [stack]
-            if x.shape[0] == self.loaded.config.in_channels
+            if x.shape[0] == self.loaded.config.network_channels
             else [stack[i : i + 1] for i in range(x.shape[0])]
         )
         grid = [
@@ -434,6 +480,22 @@ class LearnedRunner:
             y = torch.flip(y, axes) if axes else y
             total = y.float() if total is None else total + y
         return total / len(self.symmetries)
+
+
+def _scaled(
+    steps: Generator[tuple[int, int], None, np.ndarray], first: int, last: int, parts: int = 4
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """A job's ``(done, total)`` as the share from ``first`` to ``last`` of ``parts`` of a
+    larger one (in thousandths); its result."""
+    try:
+        while True:
+            done, total = next(steps)
+            share = (first + (last - first) * done / max(total, 1)) / parts
+            yield round(1000 * share), 1000
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 def symmetries(spatial_dims: int, passes: int) -> list[tuple[bool, tuple[int, ...]]]:

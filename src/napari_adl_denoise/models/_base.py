@@ -30,6 +30,11 @@ class DenoiserConfigBase(BaseModel):
     in_channels: Literal[1, 3] = 1
     out_channels: Literal[1, 3] | None = None
 
+    @property
+    def network_channels(self) -> int:
+        """Channels of the network's input (the image's)."""
+        return self.in_channels
+
     @model_validator(mode="after")
     def _same_channels_by_default(self) -> DenoiserConfigBase:
         if self.out_channels is None:

@@ -30,11 +30,16 @@ from ._base import Denoiser, check_input
 from ._layers import Norm, ResidualBlock, UpBlock, conv, halving_blocks, norm
 
 __all__ = [
+    "GUIDE_CHANNELS",
     "DiscriminatorConfig",
     "EfficientUnet",
     "EfficientUnetConfig",
     "EfficientUnetDiscriminator",
 ]
+
+GUIDE_CHANNELS = 4
+"""A guided network's extra input: its guide's plane-weighted 2.5D mean, then the three slicing
+directions' results (along axes 0, 1 and 2)."""
 
 
 class _UnetConfig(BaseModel):
@@ -43,6 +48,11 @@ class _UnetConfig(BaseModel):
     spatial_dims: Literal[2, 3] = 2
     in_channels: Literal[1, 3] = 1
     norm: Norm = "batch"
+
+    @property
+    def network_channels(self) -> int:
+        """Channels of the network's input."""
+        return self.in_channels
 
     @property
     def widths(self) -> tuple[int, int, int, int]:
@@ -69,6 +79,12 @@ class EfficientUnetConfig(_UnetConfig):
     output_activation : {"sigmoid", "none", "residual"}
         Activation closing each transformer head; "residual": the heads estimate the noise and
         the output is the input minus that estimate.
+    guide : str, optional
+        A 3D gray network that refines a 2D model's view of the volume: the name of that 2D
+        model (same family), whose results over the volume's three slicing directions, and
+        their plane-weighted mean, are four more input channels (:data:`GUIDE_CHANNELS`). The
+        output is the mean minus this network's residual estimate, so a network whose heads
+        give zeros returns the 2D model's 2.5D result unchanged.
     """
 
     kind: Literal["efficient_unet"] = "efficient_unet"
@@ -76,11 +92,19 @@ class EfficientUnetConfig(_UnetConfig):
     filter_base: int = Field(32, ge=2, le=256)
     enhancer_kernel: int | None = Field(None, ge=1, le=15)
     output_activation: Literal["sigmoid", "none", "residual"] = "sigmoid"
+    guide: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> EfficientUnetConfig:
         if self.out_channels is None:
             self.out_channels = self.in_channels
+        if self.guide is not None and (
+            self.spatial_dims,
+            self.in_channels,
+            self.out_channels,
+            self.output_activation,
+        ) != (3, 1, 1, "residual"):
+            raise ValueError("a guided network (guide=) is a 3D gray network with residual heads")
         if self.enhancer_kernel is None:
             self.enhancer_kernel = 7 if self.spatial_dims == 2 else 3
         if self.enhancer_kernel % 2 == 0:
@@ -90,7 +114,12 @@ class EfficientUnetConfig(_UnetConfig):
     @property
     def summary(self) -> str:
         """Short text for status lines."""
-        return f"b = {self.filter_base}"
+        return f"b = {self.filter_base}" + (f", refining {self.guide}" if self.guide else "")
+
+    @property
+    def network_channels(self) -> int:
+        """Channels of the network's input: the image's, and the guide's four."""
+        return self.in_channels + (GUIDE_CHANNELS if self.guide else 0)
 
     def memory_bytes(self, tile_shape: tuple[int, ...]) -> int:
         """Approximate peak bytes of one tile's forward pass (float32, CPU), ~ linear in b:
@@ -151,7 +180,7 @@ class _UnetBackbone(nn.Module):
         super().__init__()
         sd, nk = config.spatial_dims, config.norm
         f1, f2, f3, fb = config.widths
-        self.enc1 = ResidualBlock(sd, config.in_channels, f1, norm_kind=nk)
+        self.enc1 = ResidualBlock(sd, config.network_channels, f1, norm_kind=nk)
         self.enc2 = ResidualBlock(sd, f1, f2, stride=2, norm_kind=nk)
         self.enc3 = ResidualBlock(sd, f2, f3, stride=2, norm_kind=nk)
         self.bridge = ResidualBlock(sd, f3, fb, stride=2, norm_kind=nk)
@@ -195,7 +224,7 @@ class EfficientUnet(Denoiser):
         self.config = config = config or EfficientUnetConfig()
         sd, nk = config.spatial_dims, config.norm
         f1, f2, f3, _ = config.widths
-        self.enhancer = ContentEnhancer(sd, config.in_channels, f1, config.enhancer_kernel, nk)
+        self.enhancer = ContentEnhancer(sd, config.network_channels, f1, config.enhancer_kernel, nk)
         self.backbone = _UnetBackbone(config, extra_full_res_skip=f1)
         out = nn.Sigmoid() if config.output_activation == "sigmoid" else nn.Identity()
         head = {
@@ -209,7 +238,7 @@ class EfficientUnet(Denoiser):
         self.head_quarter = _Head(sd, f3, n_blocks=3, **head)
 
     def forward(self, x: torch.Tensor, multiscale: bool = False):
-        _check_input(x, self.config.spatial_dims, self.config.in_channels)
+        _check_input(x, self.config.spatial_dims, self.config.network_channels)
         _, d1, d2, d3 = self.backbone(x, (self.enhancer(x),))
         full = self._output(self.head_full(d3), x, 1)
         if not multiscale:
@@ -220,7 +249,8 @@ class EfficientUnet(Denoiser):
         if self.config.output_activation != "residual":
             return head
         pool = nn.functional.avg_pool2d if self.config.spatial_dims == 2 else nn.functional.avg_pool3d
-        return (x if factor == 1 else pool(x, factor)) - head
+        base = x[:, 1:2] if self.config.guide else x  # a guided network refines the 2.5D mean
+        return (base if factor == 1 else pool(base, factor)) - head
 
 
 class EfficientUnetDiscriminator(nn.Module):

@@ -83,6 +83,7 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     augment: bool = True
     val_patches: int = Field(32, ge=1)
+    pool: int = Field(96, ge=1, description="a guided network's noisy crops kept with their guide's channels")
 
 
 class OptimConfig(_Strict):

@@ -21,7 +21,15 @@ from ..io import read_image
 from ..noise import add_noise
 from .config import DataConfig, NoiseSpec
 
-__all__ = ["Batch", "NoisySampler", "PairSampler", "PatchSampler", "load_images", "make_sampler"]
+__all__ = [
+    "Batch",
+    "GuidedSampler",
+    "NoisySampler",
+    "PairSampler",
+    "PatchSampler",
+    "load_images",
+    "make_sampler",
+]
 
 _SUBSAMPLE = 20_000
 
@@ -259,6 +267,122 @@ class NoisySampler(PatchSampler):
         return patch, patch, lo, max(hi - lo, 1e-6)
 
 
+class GuidedSampler(PatchSampler):
+    """Training data of a guided 3D network (``EfficientUnetConfig.guide``): each input patch
+    is the noisy volume and its guide's four channels (the 2D model's three slicing directions
+    and their plane-weighted mean), computed by the runner that denoising uses.
+
+    The guide needs whole slices for its context, which costs about a second per crop on a CPU,
+    so noisy crops with their guide channels are kept in a pool of ``data.pool`` crops (each
+    ``crop`` voxels a side; some made thin, or with 2-3x thicker slices, since real volumes are
+    often anisotropic), one crop is replaced every ``refresh`` batches, and the patches of a
+    batch are drawn from the pool with flips and axis permutations (the guide's directions
+    permuted with the axes).
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        data: DataConfig,
+        noise: list[NoiseSpec],
+        rng: np.random.Generator,
+        guide: str,
+        *,
+        refresh: int = 4,
+        crop: tuple[int, int] = (40, 88),
+    ) -> None:
+        from ..methods import MethodContext, get_method, method_for_kind
+        from ..weights import model_info
+
+        super().__init__(images, data, noise, rng)
+        method = method_for_kind(model_info(guide).config.kind, guide).name
+        context = MethodContext(3, 1, guide, "cpu", options={"ensemble": 1})
+        self.guide = get_method(method).factory(context)
+        self.crop = crop
+        self.refresh = refresh
+        self.batches = 0
+        self.pool = [self._crop() for _ in range(data.pool)]
+
+    def _patch(self, index: int) -> np.ndarray:
+        """A crop of volume ``index``: sometimes thin along one axis, or with thicker slices
+        (the mean of 2 or 3 neighbours, as a scanner's thick slice)."""
+        image = self.images[index]
+        shape = [int(self.rng.integers(self.crop[0], self.crop[1] + 1)) for _ in range(3)]
+        axis, thick, kind = int(self.rng.integers(3)), 1, self.rng.random()
+        if kind < 0.15:
+            shape[axis] = int(self.rng.integers(8, 21))
+        elif kind < 0.35:
+            thick = int(self.rng.integers(2, 4))
+        sizes = zip(shape, image.shape[1:], strict=True)
+        shape = [min(s * (thick if a == axis else 1), n) for a, (s, n) in enumerate(sizes)]
+        start = [int(self.rng.integers(0, n - s + 1)) for s, n in zip(shape, image.shape[1:], strict=True)]
+        patch = image[(slice(None), *(slice(a, a + s) for a, s in zip(start, shape, strict=True)))]
+        if thick > 1 and patch.shape[axis + 1] >= 2 * thick:
+            n = patch.shape[axis + 1] // thick * thick
+            patch = np.take(patch, range(n), axis=axis + 1)
+            split = patch.shape[: axis + 1] + (n // thick, thick) + patch.shape[axis + 2 :]
+            patch = patch.reshape(split).mean(axis=axis + 2)
+        return np.ascontiguousarray(patch, dtype=np.float32)
+
+    def _crop(self) -> tuple[np.ndarray, np.ndarray, float, float, tuple[int, ...]]:
+        """A noisy crop, normalised as inference would, its guide channels stacked after it;
+        the clean crop on the same scale; the normalisation; the crop's size before padding."""
+        from .._tiling import round_up
+
+        noisy, clean, lo, scale = self.sample()
+        noisy = (noisy - lo) / scale
+        steps = self.guide.directions(noisy)
+        try:
+            while True:
+                next(steps)
+        except StopIteration as stop:
+            guide = stop.value
+        x = np.concatenate([noisy, guide]).astype(np.float32)
+        target = ((clean - lo) / scale).astype(np.float32)
+        # Reflect-padded to a multiple of 8 and at least a patch, as the runner pads its tiles.
+        size = x.shape[1:]
+        pad = [(0, 0)] + [
+            (0, max(p, round_up(n)) - n) for n, p in zip(size, self.data.patch_shape, strict=True)
+        ]
+        if any(after for _, after in pad):
+            x, target = np.pad(x, pad, mode="reflect"), np.pad(target, pad, mode="reflect")
+        return x, target, lo, scale, size
+
+    def batch(self, size: int | None = None) -> Batch:
+        self.batches += 1
+        if self.batches % self.refresh == 0:
+            self.pool[int(self.rng.integers(len(self.pool)))] = self._crop()
+        inputs, targets, los, scales = [], [], [], []
+        shape = self.data.patch_shape
+        for _ in range(size or self.data.batch_size):
+            x, target, lo, scale, _ = self.pool[int(self.rng.integers(len(self.pool)))]
+            start = [int(self.rng.integers(0, n - p + 1)) for n, p in zip(x.shape[1:], shape, strict=True)]
+            window = (slice(None), *(slice(a, a + p) for a, p in zip(start, shape, strict=True)))
+            x, target = x[window], target[window]
+            if self.data.augment:
+                order = [int(a) for a in self.rng.permutation(3)]
+                x = np.transpose(x, (0, *(1 + a for a in order)))[[0, 1, *(2 + a for a in order)]]
+                target = np.transpose(target, (0, *(1 + a for a in order)))
+                for axis in range(1, 4):
+                    if self.rng.random() < 0.5:
+                        x, target = np.flip(x, axis), np.flip(target, axis)
+            inputs.append(np.ascontiguousarray(x))
+            targets.append(np.ascontiguousarray(target))
+            los.append(lo)
+            scales.append(scale)
+        lo_t = torch.tensor(los, dtype=torch.float32)
+        scale_t = torch.tensor(scales, dtype=torch.float32)
+        target_t = torch.from_numpy(np.stack(targets))
+        expand = (slice(None),) + (None,) * (target_t.ndim - 1)
+        return Batch(
+            torch.from_numpy(np.stack(inputs)),
+            target_t,
+            target_t * scale_t[expand] + lo_t[expand],
+            lo_t,
+            scale_t,
+        )
+
+
 def make_sampler(
     sources: Sequence[str | np.ndarray],
     targets: Sequence[str | np.ndarray],
@@ -267,8 +391,10 @@ def make_sampler(
     data: DataConfig,
     noise: list[NoiseSpec],
     rng: np.random.Generator,
+    guide: str | None = None,
 ) -> PatchSampler:
-    """The sampler for ``data.mode``: clean images with simulated noise, pairs, or noisy only."""
+    """The sampler for ``data.mode``: clean images with simulated noise, pairs, or noisy only;
+    with a ``guide`` (a guided 3D network's), clean volumes with the guide's channels."""
     patch = data.patch_shape
     if data.mode == "pairs":
         return PairSampler(
@@ -280,4 +406,6 @@ def make_sampler(
     images = load_images(sources, spatial_dims, channels, patch)
     if data.mode == "noisy":
         return NoisySampler(images, data, rng)
+    if guide is not None:
+        return GuidedSampler(images, data, noise, rng, guide)
     return PatchSampler(images, data, noise, rng)

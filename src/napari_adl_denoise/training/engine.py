@@ -198,6 +198,7 @@ class _Trainer:
             data,
             config.noise,
             np.random.default_rng([config.seed, self.dist.rank]),
+            guide=getattr(config.model, "guide", None),
         )
         self.self_supervised = data.mode == "noisy"
         self.torch_rng = torch.Generator().manual_seed(config.seed + self.dist.rank)
@@ -211,13 +212,15 @@ class _Trainer:
                 data.model_copy(update={"augment": False}),
                 config.noise,
                 np.random.default_rng([config.seed, 2**31]),
+                guide=getattr(config.model, "guide", None),
             )
             self.val = val_sampler.batch(data.val_patches)
             if self.self_supervised:  # one fixed choice of neighbours: scores comparable over steps
                 self.val_pairs = neighbour_pair(
                     self.val.noisy.shape, torch.Generator().manual_seed(config.seed)
                 )
-            self.noisy_scores = self._scores(self.val.noisy, lambda x: x)
+            # (a guided network's input also holds its guide's channels)
+            self.noisy_scores = self._scores(self.val.noisy, lambda x: x[:, :channels])
 
         self.state = _State()
         checkpoint = self.out / CHECKPOINT
