@@ -82,7 +82,7 @@ def main() -> None:
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads). Model: "
         f"{args.model or 'the bundled default'}; in brackets the gain over one pass. Defaults: 2 "
-        "passes on 2D data, 1 on volumes.",
+        "passes on 2D gray images, 1 on colour images and volumes.",
         "",
         "`python benchmarks/bench_ensemble.py`",
         "",

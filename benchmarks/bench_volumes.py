@@ -1,15 +1,16 @@
-"""The volume default beside the 2.5D result it refines and BM4D, on held-out volumes and on
-volumes that chose nothing.
+"""The default for volumes beside BM4D and the 3D network, on held-out volumes and on volumes
+that chose nothing.
 
-The first two volumes are ``bench_quality.py``'s held-out 3D set, which picked the kept weights
-of the guided network; the others chose nothing: crops of the 2D_timelapse movie's right half
+The first two volumes are ``bench_quality.py``'s held-out 3D set, by which the defaults were
+chosen; the others chose nothing: crops of the 2D_timelapse movie's right half
 (the 3D models trained on its left half; the 2D model saw its frames, as it did for the held-out
 stack) cut to the shapes volumes come in (30 frames as depth, 10 frames, a flat box) and the
-MNI152 grey- and white-matter probability maps (smooth, not among any training volumes). Each
+MNI152 grey- and white-matter probability maps (smooth; no model trained on them, though four
+T1 planes of the same template are among the 2D model's training images). Each
 cell: PSNR (dB), Gaussian noise at that sigma (0-255 scale of the volume's range), BM4D given the
 true sigma, the models blind; the last columns: seconds per volume at sigma 25.
 
-    python benchmarks/bench_volumes.py [--model adl-3d-guided] [--output benchmarks/volumes-cpu.md]
+    python benchmarks/bench_volumes.py [--model my-3d.safetensors] [--output benchmarks/volumes-cpu.md]
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ def volumes(data: Path) -> dict[str, np.ndarray]:
     return {
         "anatomical (held out)": read("3d/val/anatomical.nii.gz"),
         "timelapse-stack (held out)": read("3d/val/timelapse-stack.nii.gz"),
-        "timelapse right half, 30x127x127": movie[:, 384:511, 384:511],
+        "timelapse right half, 30 frames": movie[:, 384:511, 384:511],
         "timelapse right half, 10 frames": movie[10:20, 256:384, 256:511],
-        "timelapse right half, flat box 30x48x200": movie[:, 300:348, 300:500],
-        "MNI152 grey matter map, 64x80x70": gm[40:104, 40:120, 30:100],
+        "timelapse right half, flat box": movie[:, 300:348, 300:500],
+        "MNI152 grey matter map": gm[40:104, 40:120, 30:100],
         "MNI152 white matter map, slices 3x thicker": wm[30:150, 40:170, 30:160]
         .reshape(40, 3, 130, 130)
         .mean(1),
@@ -69,14 +70,13 @@ def main() -> None:
     args = parser.parse_args()
     from napari_adl_denoise.methods.adl import DEFAULT_MODELS
 
-    models = args.model or [DEFAULT_MODELS[3, 1]]
+    default = DEFAULT_MODELS[3, 1]
     rows = [("BM4D", "bm4d", None)] if find_spec("bm4d") else []
-    rows += [("2.5D adl-2d-gray-real", "adl", "adl-2d-gray-real")] + [
-        (Path(m).stem, "adl", m) for m in models
-    ]
+    rows += [(f"default ({default})", "adl", None), ("adl-3d-gray", "adl", "adl-3d-gray")]
+    rows += [(Path(m).stem, "adl", m) for m in args.model]
     head = " | ".join(f"sigma {s}" for s in SIGMAS)
     lines = [
-        f"# Volumes: the default beside 2.5D and BM4D ({datetime.date.today()})",
+        f"# Volumes: the default beside BM4D ({datetime.date.today()})",
         "",
         "`python benchmarks/bench_volumes.py" + "".join(f" --model {m}" for m in args.model) + "`",
         "",

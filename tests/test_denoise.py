@@ -269,7 +269,7 @@ def test_a_2d_model_denoises_a_volume_along_all_three_axes_weighted_by_plane(tin
             denoise(volume, model=tiny_2d, plane_weights=bad)
 
 
-def test_a_self_ensemble_averages_flipped_and_rotated_passes_two_by_default_in_2d(tiny_2d, tiny_3d):
+def test_a_self_ensemble_averages_flipped_and_rotated_passes_two_by_default_on_gray_images(tiny_2d, tiny_3d):
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     once = denoise(image, model=tiny_2d, ensemble=1)
     turned = denoise(image[::-1, ::-1], model=tiny_2d, ensemble=1)[::-1, ::-1]
@@ -282,6 +282,11 @@ def test_a_self_ensemble_averages_flipped_and_rotated_passes_two_by_default_in_2
         denoise(np.rot90(image), model=tiny_2d, ensemble=8), np.rot90(eight), atol=1e-5
     )
     np.testing.assert_allclose(denoise(image.T, model=tiny_2d, ensemble=8), eight.T, atol=1e-5)
+    # colour images: one pass by default (their network is the costly one)
+    rgb = np.random.default_rng(2).random((40, 48, 3)).astype(np.float32)
+    once = denoise(rgb, model=tiny_2d, channel_axis=-1, ensemble=1)
+    np.testing.assert_array_equal(denoise(rgb, model=tiny_2d, channel_axis=-1), once)
+    assert np.abs(denoise(rgb, model=tiny_2d, channel_axis=-1, ensemble=2) - once).max() > 1e-3
     # volumes: one pass by default (a 2D model already averages three directions); a 3D model's
     # eight passes are its flips
     volume = np.random.default_rng(1).random((16, 16, 16)).astype(np.float32)

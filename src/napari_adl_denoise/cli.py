@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         choices=ENSEMBLE_PASSES,
         help="learned methods: also denoise this many flipped/rotated copies and average them, "
-        "at as many times the time (default: 2 for 2D data, 1 for volumes; 8 gains ~0.1 dB)",
+        "at as many times the time (default: 2 for 2D gray images, 1 for colour images and volumes; "
+        "8 gains ~0.1 dB)",
     )
     run.add_argument(
         "--noise-map",

@@ -467,8 +467,9 @@ def denoise(
         Method options, e.g. ``sigma`` (noise level on the [0, 1]-normalised scale) for the
         classical methods. Every learned method takes ``ensemble`` (1, 2, 4 or 8): the network
         also denoises that many flipped or rotated copies of each tile, turned back and
-        averaged, at that many times the time. Default: 2 on 2D data, 1 on volumes (which
-        already average three slicing directions with a 2D model); 8 gains about 0.1 dB over 1.
+        averaged, at that many times the time. Default: 2 on 2D gray images, 1 on colour
+        images (whose larger network would be too slow) and volumes (which already average
+        three slicing directions with a 2D model); 8 gains about 0.1 dB over 1.
 
     Returns
     -------

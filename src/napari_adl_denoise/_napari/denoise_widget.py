@@ -134,7 +134,7 @@ class DenoiseWidget(JobDock):
         self.ensemble = ComboBox(
             label="Self-ensemble",
             choices=[
-                ("auto: 2 passes in 2D, 1 in 3D", 0),
+                ("auto: 2 passes for 2D gray, else 1", 0),
                 *((f"{n} passes" if n > 1 else "1 pass", n) for n in ENSEMBLE_PASSES),
             ],
             value=0,
