@@ -296,7 +296,7 @@ class GuidedSampler(PatchSampler):
 
         super().__init__(images, data, noise, rng)
         method = method_for_kind(model_info(guide).config.kind, guide).name
-        context = MethodContext(3, 1, guide, "cpu", options={"ensemble": 1})
+        context = MethodContext(3, 1, guide, "auto", options={"ensemble": 1})  # the GPU if any
         self.guide = get_method(method).factory(context)
         self.crop = crop
         self.refresh = refresh
