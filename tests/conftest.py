@@ -78,6 +78,18 @@ def train_tiny(spatial_dims: int = 2, steps: int = 120, seed: int = 0) -> Effici
     return net.eval()
 
 
+def guided_config(guide: Path) -> EfficientUnetConfig:
+    """A tiny guided 3D network's config, refining the 2D model saved at ``guide``."""
+    return EfficientUnetConfig(
+        spatial_dims=3,
+        filter_base=4,
+        enhancer_kernel=3,
+        norm="none",
+        output_activation="residual",
+        guide=str(guide),
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_2d() -> EfficientUnet:
     return train_tiny(2)

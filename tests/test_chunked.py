@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from conftest import drain
+from conftest import drain, guided_config
 from skimage import data
 
 import napari_adl_denoise as adl
@@ -240,19 +240,11 @@ def test_the_cli_keeps_the_alpha_of_an_rgba_png_block_by_block(tmp_path):
 def test_out_of_core_a_guided_network_gives_way_to_its_guide(noisy_3d, tiny_2d, tmp_path):
     """A guided 3D network reads whole slices of its guide, which blocks do not hold: asked for
     by name out of core it says so in one line, before any work."""
-    from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
+    from napari_adl_denoise.models import EfficientUnet
     from napari_adl_denoise.weights import save_model
 
     save_model(tiny_2d, tmp_path / "guide.safetensors")
-    config = EfficientUnetConfig(
-        spatial_dims=3,
-        filter_base=4,
-        enhancer_kernel=3,
-        norm="none",
-        output_activation="residual",
-        guide=str(tmp_path / "guide.safetensors"),
-    )
-    save_model(EfficientUnet(config), tmp_path / "guided.safetensors")
+    save_model(EfficientUnet(guided_config(tmp_path / "guide.safetensors")), tmp_path / "guided.safetensors")
     with pytest.raises(ValueError, match="over whole volumes in memory; out of core give model="):
         adl.denoise(da.from_array(noisy_3d, chunks=16), model=tmp_path / "guided.safetensors")
     assert adl.denoise(noisy_3d, model=tmp_path / "guided.safetensors").shape == noisy_3d.shape

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import drain
+from conftest import drain, guided_config
 from skimage import data
 
 import napari_adl_denoise as adl
@@ -399,14 +399,7 @@ def test_a_guided_3d_network_refines_its_2d_guides_view_of_the_volume(tiny_2d, t
     input, and the mean is what its residual heads correct: a network whose heads give zeros
     returns the guide's 2.5D result."""
     save_model(tiny_2d, tmp_path / "guide.safetensors", card={"name": "guide"})
-    config = EfficientUnetConfig(
-        spatial_dims=3,
-        filter_base=4,
-        enhancer_kernel=3,
-        norm="none",
-        output_activation="residual",
-        guide=str(tmp_path / "guide.safetensors"),
-    )
+    config = guided_config(tmp_path / "guide.safetensors")
     net = EfficientUnet(config).eval()
     volume = np.random.default_rng(0).random((10, 33, 41)).astype(np.float32)
     for head in (net.head_full, net.head_half, net.head_quarter):
