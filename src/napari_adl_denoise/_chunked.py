@@ -245,15 +245,11 @@ def _prepare(x, chosen, spatial_dims, channels, channel_axis, kwargs, options) -
 
     loaded = as_loaded_model(model, spatial_dims, channels, method)  # checks the model fits
     guide = getattr(loaded.config, "guide", None)
-    if guide is not None:
-        # A guided network reads its guide's whole slices, which blocks do not hold: out of
-        # core the default for volumes is the guide itself over the three directions.
-        if model is not None:
-            raise ValueError(
-                f"model {loaded.name!r} refines {guide!r} over whole volumes in memory; out of "
-                f"core give model={guide!r}, or load the volume (numpy.asarray)"
-            )
-        loaded = as_loaded_model(guide, spatial_dims, channels, method)
+    if guide is not None:  # it reads its guide's whole slices, which blocks do not hold
+        raise ValueError(
+            f"model {loaded.name!r} refines {guide!r} over whole volumes in memory; out of "
+            f"core give model={guide!r}, or load the volume (numpy.asarray)"
+        )
     planes = loaded.config.spatial_dims < spatial_dims
     canonical = need("dask.array").moveaxis(x, channel_axis, 0) if channel_axis is not None else x[None]
     spatial = tuple(canonical.shape[-spatial_dims:])
