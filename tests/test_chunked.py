@@ -30,7 +30,9 @@ def _same(result, expected):
 
 @pytest.fixture(scope="module")
 def noisy_2d() -> np.ndarray:
-    return add_noise(data.camera()[:203, :181], "gaussian", sigma=25, seed=1)
+    noisy = add_noise(data.camera()[:203, :181], "gaussian", sigma=25, seed=1)
+    noisy[40:130, 30:120] = 0  # noise-free, across chunk edges: kept there as in memory
+    return noisy
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,9 @@ def noisy_3d() -> np.ndarray:
     from nibabel.testing import data_path
 
     mri = np.asarray(nib.load(f"{data_path}/anatomical.nii").dataobj, dtype=np.float32)  # (33, 41, 25)
-    return add_noise(mri, "gaussian", sigma=15, seed=2)
+    noisy = add_noise(mri, "gaussian", sigma=15, seed=2)
+    noisy[3:25, 8:30, 4:16] = 0  # noise-free, across chunk and slab edges
+    return noisy
 
 
 @pytest.mark.parametrize("chunks", [(64, 64), (100, 90), (203, 40)])
@@ -48,6 +52,7 @@ def test_a_dask_image_gives_the_in_memory_result_lazily_whatever_its_chunks(nois
     lazy = adl.denoise(da.from_array(noisy_2d, chunks=(50, 50)), tile_shape=64, chunks=chunks)
     assert isinstance(lazy, da.Array) and lazy.numblocks[0] * lazy.numblocks[1] > 1
     _close(lazy, adl.denoise(noisy_2d, tile_shape=64))
+    assert (lazy[42:128, 32:118] == 0).all().compute()
     np.testing.assert_array_equal(noisy_2d, before)
 
 
@@ -205,6 +210,7 @@ def test_a_volume_is_written_slab_by_slab_as_the_in_memory_default_gives_it(nois
     records, path = drain(iter_write(da.from_array(noisy_3d, chunks=10), tmp_path / "v.zarr", slab=10))
     assert {r.item for r in records} == set(range(4 + 5 + 3)) and records[-1].n_items == 12  # z, y, x slabs
     _same(zarr.open(str(path), mode="r")[:], adl.denoise(noisy_3d))  # the in-memory defaults
+    assert (zarr.open(str(path), mode="r")[5:23, 10:28, 6:14] == 0).all()
     series = np.stack([noisy_3d, noisy_3d[::-1]])  # a stack of two volumes, from numpy
     records, path = drain(iter_write(series, tmp_path / "s.zarr", slab=16))
     _same(zarr.open(str(path), mode="r")[:], adl.denoise(series))

@@ -58,6 +58,28 @@ def test_constant_image_is_returned_unchanged():
     np.testing.assert_array_equal(denoise(image, "tv"), image.astype(np.float32))
 
 
+@pytest.mark.parametrize("method", ["adl", "nlm", "adaptive-cnn"])
+def test_noise_free_regions_are_returned_exactly(method):
+    # A masked background and a saturated region, flat over 5x5 pixels: no noise to remove.
+    noisy = add_noise(data.camera()[:120, :150], "gaussian", sigma=20, seed=4).clip(0, 255).astype(np.uint8)
+    noisy[:50, :60], noisy[80:, 100:] = 0, 255
+    before = _copy_and_freeze(noisy)
+    out = denoise(noisy, method)
+    assert (out[:48, :58] == 0).all() and (out[82:, 102:] == 255).all()
+    assert (out[60:80, :90] != noisy[60:80, :90]).mean() > 0.95  # the noisy part is denoised
+    np.testing.assert_array_equal(noisy, before)
+
+
+def test_a_masked_photon_image_keeps_its_zeros_through_the_noise_transform():
+    rng = np.random.default_rng(5)
+    photons = rng.poisson(data.camera()[:128, :128] / 255 * 20).astype(np.float32)
+    photons[:, :50] = 0  # outside the sample: no photons, no noise
+    out = denoise(photons, noise_model="auto")  # estimated as photon noise: the transform is used
+    assert (out[:, :48] == 0).all()
+    volume = np.stack([photons[:, :64]] * 6)
+    assert (denoise(volume)[:, 2:-2, :48] == 0).all()  # a volume, over three directions
+
+
 def test_rgb_channel_axis_anywhere(identity_method, tiny_2d):
     rgb = np.random.default_rng(0).integers(0, 255, (33, 47, 3), dtype=np.uint8)
     out_last = denoise(rgb, "tv", channel_axis=-1)

@@ -29,6 +29,7 @@ import numpy as np
 from ._device import resolve_device
 from ._tiling import round_up
 from .inference import (
+    FLAT,
     DenoiseProgress,
     IntensityMap,
     check_call,
@@ -37,6 +38,7 @@ from .inference import (
     check_plane_weights,
     check_values,
     intensity_map,
+    keep_flat,
     layout,
 )
 from .methods import MethodContext
@@ -343,7 +345,8 @@ def _denoise_block(block: np.ndarray, *, job: _Job, block_info: dict | None = No
             except StopIteration as stop:
                 if not np.isfinite(stop.value).all():
                     raise ValueError(f"method {job.method!r} gave NaN or infinite values") from None
-                out[:, i] = job.imap.restore(stop.value)
+                offset = tuple(a - b for a, b in zip(lo, start, strict=True))
+                out[:, i] = keep_flat(items[:, i], job.imap.restore(stop.value), offset)
     return out.reshape(*block.shape[:-sd], *window.size)
 
 
@@ -498,8 +501,11 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
                 out[where] = result
             elif d == 1:
                 out[where] = out[where] + result
-            else:
-                out[where] = p.imap.restore(out[where] + result)
+            else:  # the last direction: the sum restored, and flat input kept (its context read)
+                r = FLAT // 2
+                a, b = max(s - r, 0), min(s + thick[d] + r, spatial[d])
+                context = np.asarray(x[(*item, slice(None), slice(None), slice(a, b))])[None]
+                out[where] = keep_flat(context, p.imap.restore(out[where] + result)[None], (0, 0, s - a))[0]
         _replace_dir(tmp, target)
     return target
 

@@ -29,6 +29,10 @@ __all__ = [
 # or dead pixels, and the same affine map is inverted exactly on the output.
 PERCENTILES = (0.1, 99.9)
 _SAMPLE = 2**22
+FLAT = 5
+"""A pixel whose input is exactly constant over ``FLAT`` pixels along every spatial axis around it
+holds no noise (a masked or clipped background, padding, saturation): every method returns it as
+it was. Noise makes 25 equal neighbours (125 in 3D) practically impossible."""
 
 
 @dataclass(frozen=True)
@@ -190,12 +194,40 @@ def iter_denoise(
                 "small for it; try another method"
             )
         if out is None:
-            out = imap.restore(result)[None]
+            out = keep_flat(items[index], imap.restore(result))[None]
         else:
-            out[index] = imap.restore(result)
+            out[index] = keep_flat(items[index], imap.restore(result))
 
     restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
     return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
+
+
+def keep_flat(x: np.ndarray, result: np.ndarray, start: tuple[int, ...] | None = None) -> np.ndarray:
+    """``result`` with the input's values where ``x`` is exactly flat (see ``FLAT``), in place.
+
+    Both are ``(channels, *spatial)``; ``result`` may be a part of ``x``'s extent beginning at
+    ``start`` (a block's chunk within its context). Computed a slab of rows at a time.
+    """
+    from scipy import ndimage
+
+    r = FLAT // 2
+    start = start or (0,) * (x.ndim - 1)
+    rows = max(1, _SAMPLE // max(1, math.prod(result.shape[2:])))
+    for c in range(x.shape[0]):
+        for a in range(0, result.shape[1], rows):
+            b = min(a + rows, result.shape[1])
+            lo, hi = max(start[0] + a - r, 0), min(start[0] + b + r, x.shape[1])
+            part = np.asarray(x[c, lo:hi])
+            flat = ndimage.maximum_filter(part, FLAT, mode="nearest") == ndimage.minimum_filter(
+                part, FLAT, mode="nearest"
+            )
+            crop = (
+                slice(start[0] + a - lo, start[0] + b - lo),
+                *(slice(s, s + n) for s, n in zip(start[1:], result.shape[2:], strict=True)),
+            )
+            flat, values = flat[crop], part[crop]
+            result[c, a:b][flat] = values[flat]
+    return result
 
 
 def check_plane_weights(weights: Any) -> tuple[float, float, float] | None:
@@ -475,7 +507,9 @@ def denoise(
     -------
     numpy.ndarray or dask.array.Array
         float32, same shape and intensity scale as ``image`` (no clipping or rounding to the
-        input dtype); lazy for a dask or Zarr ``image``.
+        input dtype); lazy for a dask or Zarr ``image``. Pixels whose input is exactly constant
+        over 5 pixels along every spatial axis (a masked background, saturation) hold no noise
+        and keep their values exactly.
 
     Raises
     ------
