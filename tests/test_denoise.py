@@ -31,10 +31,11 @@ def _copy_and_freeze(image: np.ndarray) -> np.ndarray:
         np.random.default_rng(0).integers(0, 65535, (33, 47), dtype=np.uint16),
         np.random.default_rng(0).integers(-1024, 3000, (17, 33, 41), dtype=np.int16),  # CT, negative
         np.random.default_rng(0).normal(0, 1, (33, 47)).astype(np.float32),
+        np.random.default_rng(0).normal(0, 1, (33, 47)).astype(np.float16),
         np.random.default_rng(0).normal(5, 2, (17, 33, 41)).astype(np.float64),
         np.random.default_rng(0).integers(0, 4000, (17, 33, 41)).astype(">i2"),  # big-endian NIfTI data
     ],
-    ids=["uint8", "uint16", "int16-ct", "float32", "float64-3d", "big-endian"],
+    ids=["uint8", "uint16", "int16-ct", "float32", "float16", "float64-3d", "big-endian"],
 )
 def test_dtypes_keep_shape_and_scale_and_input_is_untouched(image, tiny_2d, tiny_3d):
     before = _copy_and_freeze(image)

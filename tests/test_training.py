@@ -167,6 +167,31 @@ def test_a_gray_model_grows_into_an_rgb_one_that_denoises_in_opponent_colour_spa
         inflate_weights(narrow, EfficientUnet(rgb_config.model_copy(update={"filter_base": 12})))
 
 
+def test_the_contrast_augmentation_saturates_channels_within_the_images_range():
+    from napari_adl_denoise.training.config import DataConfig, NoiseSpec
+    from napari_adl_denoise.training.data import PatchSampler
+
+    rgb = np.moveaxis(data.chelsea().astype(np.float32), -1, 0)  # values 0-231
+    ends = (0, 231)
+
+    def clean_patches(**kw):
+        config = DataConfig(train=["x"], val=["x"], patch_shape=(48, 48), **kw)
+        sampler = PatchSampler([rgb], config, [NoiseSpec(sigma=(10, 10))], np.random.default_rng(3))
+        return [sampler.sample()[1] for _ in range(40)]
+
+    def extreme(patches):  # the share of channel values at the image's black or white
+        return np.mean([np.isin(c, ends).mean() for c in patches])
+
+    stretched = clean_patches(contrast=1.0)
+    assert all(c.min() >= 0 and c.max() <= 231 for c in stretched)
+    assert extreme(clean_patches()) < 0.01 and extreme(stretched) > 0.1
+    saturated = [c for c in stretched if any(np.isin(ch, ends).mean() > 0.5 for ch in c)]
+    assert 0 < len(saturated) < 40  # some channels mostly saturated, as in vivid colours
+    # Validation patches (augment off) are never stretched.
+    plain, unstretched = clean_patches(augment=False), clean_patches(augment=False, contrast=1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, unstretched, strict=True))
+
+
 def test_training_can_start_from_saved_weights(images, tmp_path):
     first = tiny_config(
         images,

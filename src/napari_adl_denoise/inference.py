@@ -218,6 +218,7 @@ def keep_flat(x: np.ndarray, result: np.ndarray, start: tuple[int, ...] | None =
             b = min(a + rows, result.shape[1])
             lo, hi = max(start[0] + a - r, 0), min(start[0] + b + r, x.shape[1])
             part = np.asarray(x[c, lo:hi])
+            part = part.astype(np.float32) if part.dtype == np.float16 else part  # scipy lacks float16
             flat = ndimage.maximum_filter(part, FLAT, mode="nearest") == ndimage.minimum_filter(
                 part, FLAT, mode="nearest"
             )

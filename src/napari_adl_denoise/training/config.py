@@ -82,6 +82,13 @@ class DataConfig(_Strict):
     patch_shape: tuple[int, ...] = (64, 64)
     batch_size: int = Field(8, ge=1)
     augment: bool = True
+    contrast: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="with augment: the fraction of patches whose channels are each stretched (gain 1-4) "
+        "about a random level and clipped to the image's range: saturated colours, clipped highlights",
+    )
     val_patches: int = Field(32, ge=1)
     pool: int = Field(96, ge=1, description="a guided network's noisy crops kept with their guide's channels")
 

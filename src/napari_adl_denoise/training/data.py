@@ -125,6 +125,7 @@ class PatchSampler:
             img.reshape(img.shape[0], -1)[:, sample_rng.integers(0, img[0].size, _SUBSAMPLE)]
             for img in images
         ]
+        self.ranges = [(float(img.min()), float(img.max())) for img in images]
 
     def _patch(self, index: int) -> np.ndarray:
         image = self.images[index]
@@ -146,6 +147,19 @@ class PatchSampler:
                 if self.rng.random() < 0.5:
                     patch = np.flip(patch, axis=axis)
         return np.ascontiguousarray(patch)
+
+    def _stretch(self, clean: np.ndarray, index: int) -> np.ndarray:
+        """Each channel stretched by its own gain (log-uniform in [1, 4]) about a level within its
+        range, clipped to the image's range: saturated colours and clipped highlights and shadows
+        (flat at the image's extremes, with the noise still on top), which photographs hold and
+        the training images rarely do."""
+        lo, hi = self.ranges[index]
+        out = np.empty_like(clean)
+        for c, channel in enumerate(clean):
+            level = self.rng.uniform(channel.min(), channel.max())
+            gain = np.exp(self.rng.uniform(0.0, np.log(4.0)))
+            out[c] = np.clip(level + gain * (channel - level), lo, hi)
+        return out
 
     def _smooth_field(self, shape: tuple[int, ...]) -> np.ndarray:
         """A smooth random field on [0, 1]: a 3-per-axis random grid, linearly interpolated."""
@@ -171,6 +185,8 @@ class PatchSampler:
         """One (noisy, clean, lo, hi) pair; ``lo, hi`` is the inference normalisation."""
         index = int(self.rng.integers(len(self.images)))
         clean = self._patch(index)
+        if self.data.augment and self.data.contrast and self.rng.random() < self.data.contrast:
+            clean = self._stretch(clean, index)
         spec = self.noise[int(self.rng.choice(len(self.noise), p=self.noise_p))]
         params = {
             "sigma": float(self.rng.uniform(*spec.sigma)) / 255,
