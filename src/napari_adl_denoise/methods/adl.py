@@ -14,7 +14,7 @@ DEFAULT_MODELS: dict[tuple[int, int], str] = {
 trained for Poisson, Rician and spatially varying noise and noise-free backgrounds: up to 8 dB
 better than ``adl-2d-gray`` there, 0.1 dB behind it on uniform Gaussian noise; colour images
 ``adl-2d-rgb-real``, ``adl-2d-rgb`` taught the same noise (but Rician), which no longer gives
-up where the background is noise-free. Volumes get it over
+up where the background is noise-free, and saturated, clipped colours. Volumes get it over
 their three slicing directions, averaged with weights by slicing plane (2.5D,
 :func:`~napari_adl_denoise.methods.plane_weights`), which beat the 3D network
 ``adl-3d-gray`` on the held-out volumes at every noise level."""
