@@ -328,7 +328,8 @@ def test_two_process_gloo_ddp_keeps_replicas_in_sync(images, tmp_path, family):
         env=env,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The ranks' own stderr precedes torchrun's summary: enough of both to see why a rank aborted.
+    assert proc.returncode == 0, proc.stderr[-8000:]
     sums = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert sums[0] == sums[1]  # gradients were averaged: identical replicas
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
