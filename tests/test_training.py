@@ -192,6 +192,30 @@ def test_the_contrast_augmentation_saturates_channels_within_the_images_range():
     assert all(np.array_equal(a, b) for a, b in zip(plain, unstretched, strict=True))
 
 
+def test_the_posterize_augmentation_gives_flat_regions_with_sharp_edges():
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    from napari_adl_denoise.training.config import DataConfig, NoiseSpec
+    from napari_adl_denoise.training.data import PatchSampler
+
+    camera = data.camera().astype(np.float32)[None]
+
+    def clean_patches(**kw):
+        config = DataConfig(train=["x"], val=["x"], patch_shape=(48, 40), **kw)
+        sampler = PatchSampler([camera], config, [NoiseSpec(sigma=(10, 10))], np.random.default_rng(5))
+        return [sampler.sample()[1][0] for _ in range(30)]
+
+    def flat(patch):  # the share of pixels whose 3x3 neighbourhood is one value
+        return np.mean(maximum_filter(patch, 3) == minimum_filter(patch, 3))
+
+    posterized = clean_patches(posterize=1.0)
+    assert all(2 <= len(np.unique(p)) <= 8 for p in posterized if np.ptp(p) > 0)
+    assert all(p.min() >= camera.min() and p.max() <= camera.max() for p in posterized)
+    assert np.mean([flat(p) for p in posterized]) > 0.6 > 0.1 > np.mean([flat(p) for p in clean_patches()])
+    plain, unchanged = clean_patches(augment=False), clean_patches(augment=False, posterize=1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, unchanged, strict=True))
+
+
 def test_training_can_start_from_saved_weights(images, tmp_path):
     first = tiny_config(
         images,

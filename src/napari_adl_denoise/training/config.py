@@ -89,6 +89,13 @@ class DataConfig(_Strict):
         description="with augment: the fraction of patches whose channels are each stretched (gain 1-4) "
         "about a random level and clipped to the image's range: saturated colours, clipped highlights",
     )
+    posterize: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="with augment: the fraction of patches made piecewise constant (smoothed, then "
+        "2-8 levels within the patch's range): phantoms, label maps, flat-shaded regions",
+    )
     val_patches: int = Field(32, ge=1)
     pool: int = Field(96, ge=1, description="a guided network's noisy crops kept with their guide's channels")
 

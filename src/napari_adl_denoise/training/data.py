@@ -161,6 +161,25 @@ class PatchSampler:
             out[c] = np.clip(level + gain * (channel - level), lo, hi)
         return out
 
+    def _posterize(self, clean: np.ndarray) -> np.ndarray:
+        """The patch smoothed (sigma 0.5-3 pixels) and cut into 2-8 intensity bands of equal width,
+        each band one random level within the patch's range, rising with the band: regions of
+        exactly constant intensity with sharp edges (phantoms, label maps, flat-shaded images),
+        which natural images never give. Channels share the bands and keep their own ranges."""
+        from scipy.ndimage import gaussian_filter
+
+        spatial = (0,) + (self.rng.uniform(0.5, 3.0),) * (clean.ndim - 1)
+        smooth = gaussian_filter(clean, spatial)
+        luma = smooth.mean(axis=0)
+        k = int(self.rng.integers(2, 9))
+        lo, hi = float(luma.min()), float(luma.max())
+        band = np.minimum((k * (luma - lo) / max(hi - lo, 1e-6)).astype(np.int64), k - 1)
+        out = np.empty_like(clean)
+        for c, channel in enumerate(smooth):
+            levels = np.sort(self.rng.uniform(channel.min(), channel.max(), k))
+            out[c] = levels[band]
+        return out
+
     def _smooth_field(self, shape: tuple[int, ...]) -> np.ndarray:
         """A smooth random field on [0, 1]: a 3-per-axis random grid, linearly interpolated."""
         from scipy.ndimage import zoom
@@ -187,6 +206,8 @@ class PatchSampler:
         clean = self._patch(index)
         if self.data.augment and self.data.contrast and self.rng.random() < self.data.contrast:
             clean = self._stretch(clean, index)
+        if self.data.augment and self.data.posterize and self.rng.random() < self.data.posterize:
+            clean = self._posterize(clean)
         spec = self.noise[int(self.rng.choice(len(self.noise), p=self.noise_p))]
         params = {
             "sigma": float(self.rng.uniform(*spec.sigma)) / 255,
