@@ -490,7 +490,14 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
         out = zarr.open(str(tmp), mode="w", shape=x.shape, chunks=(1,) * len(lead) + (slab,) * 3, dtype="f4")
         for n, (item, d, s) in enumerate(runs):
             where = (*item, *(slice(s, s + thick[d]) if a == d else slice(None) for a in range(3)))
-            raw = np.asarray(x[where])
+            if d == 2:  # read with FLAT // 2 more planes either side: keep_flat's context below
+                first = max(s - FLAT // 2, 0)
+                context = np.asarray(
+                    x[(*item, slice(None), slice(None), slice(first, s + thick[d] + FLAT // 2))]
+                )
+                raw = context[..., s - first : s - first + thick[d]]
+            else:
+                raw = np.asarray(x[where])
             check_values(raw)
             stack_ = np.moveaxis(p.imap.normalise(raw), d, 0)[None]  # (1, slices, *plane)
             runner.requested_tile = _slice_tile(tile_shape, d)
@@ -501,11 +508,10 @@ def _iter_slabs(p: _Prepared, target: Path, method, tile_shape, overlap, device,
                 out[where] = result
             elif d == 1:
                 out[where] = out[where] + result
-            else:  # the last direction: the sum restored, and flat input kept (its context read)
-                r = FLAT // 2
-                a, b = max(s - r, 0), min(s + thick[d] + r, spatial[d])
-                context = np.asarray(x[(*item, slice(None), slice(None), slice(a, b))])[None]
-                out[where] = keep_flat(context, p.imap.restore(out[where] + result)[None], (0, 0, s - a))[0]
+            else:  # the last direction: the sum restored, and flat input kept
+                out[where] = keep_flat(
+                    context[None], p.imap.restore(out[where] + result)[None], (0, 0, s - first)
+                )[0]
         _replace_dir(tmp, target)
     return target
 
