@@ -122,6 +122,18 @@ def test_ensemble_reaches_the_network(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), denoise(image, ensemble=8), atol=1e-5)
 
 
+def test_plane_weights_reach_the_three_direction_average(tmp_path, capsys):
+    volume = add_noise(np.tile(skdata.camera()[::8, ::8], (9, 1, 1)), "gaussian", sigma=20, seed=0)  # 9x64x64
+    np.save(tmp_path / "v.npy", volume)
+    out = tmp_path / "o.npy"
+    assert main(["denoise", str(tmp_path / "v.npy"), str(out), "--plane-weights", "2,0,0"]) == 0
+    np.testing.assert_allclose(np.load(out), denoise(volume, plane_weights=(1, 0, 0)), atol=1e-5)
+    assert not np.allclose(np.load(out), denoise(volume), atol=1e-3)  # the default weighs all three
+    with pytest.raises(SystemExit) as info:
+        main(["denoise", str(tmp_path / "v.npy"), str(out), "--plane-weights", "1,1"])
+    assert info.value.code == 2 and "expected three numbers Z,Y,X" in capsys.readouterr().err
+
+
 def test_stack_slice_by_slice(tmp_path):
     np.save(tmp_path / "s.npy", np.random.default_rng(0).random((3, 20, 20)))
     assert (

@@ -20,6 +20,15 @@ def _tile(text: str) -> int | tuple[int, ...]:
     return sizes[0] if len(sizes) == 1 else sizes
 
 
+def _weights(text: str) -> tuple[float, float, float]:
+    from .inference import check_plane_weights
+
+    try:
+        return check_plane_weights(tuple(float(t) for t in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers Z,Y,X, e.g. 1,1,2, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__, list_methods
     from .inference import NOISE_MODELS
@@ -68,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         help="2: slice by slice; 3: volume (default: from the data)",
     )
     run.add_argument("--channel-axis", type=int, help="axis of colour channels (PNG/JPEG colour is detected)")
+    run.add_argument(
+        "--plane-weights",
+        type=_weights,
+        metavar="Z,Y,X",
+        help="a 2D model over a volume: how much the slices taken along each axis count, e.g. 1,0,0 "
+        "for slice by slice along Z only (default: by each slice's voxels, a short axis least)",
+    )
     run.add_argument(
         "--sigma",
         type=float,
@@ -272,6 +288,7 @@ def _denoise(args: argparse.Namespace) -> int:
         "channel_axis": channel_axis,
         "spatial_dims": args.spatial_dims,
         "noise_model": noise_model,
+        "plane_weights": args.plane_weights,
     }
     if blocks:
         import dask.array as da
