@@ -332,13 +332,16 @@ def test_two_process_gloo_ddp_keeps_replicas_in_sync(images, tmp_path, family):
     script = tmp_path / "ddp.py"
     script.write_text(
         textwrap.dedent(f"""
-        import os, sys, torch
+        import gc, os, sys, torch
         from napari_adl_denoise.training import TrainingConfig
         from napari_adl_denoise.training.engine import _Trainer
         config = TrainingConfig.model_validate_json(open({str(tmp_path / "config.json")!r}).read())
         trainer = _Trainer(config, resume=False, device="cpu")
         for _ in trainer.run():
             pass
+        # No DDP wrapper outlives the run: it would keep the process group until Python exits.
+        ddp = torch.nn.parallel.DistributedDataParallel
+        assert not any(isinstance(o, ddp) for o in gc.get_objects()), "a DDP wrapper outlived the run"
         total = sum(p.double().sum().item() for p in trainer.generator.parameters())
         open(os.path.join({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.txt"), "w").write(repr(total))
     """)

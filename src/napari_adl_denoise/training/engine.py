@@ -15,6 +15,7 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPUs); ``batch_size`` is per proc
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -541,8 +542,17 @@ class _Trainer:
                 self._save_checkpoint()
             raise
         finally:
-            self.dist.close()
+            self._release()
         return self.model_path
+
+    def _release(self) -> None:
+        """Tear the process group down for good: DistributedDataParallel's wrappers hold it,
+        and a group that outlives ``destroy_process_group`` in them is only freed as Python
+        exits, where gloo's threads can abort the process (SIGABRT) after the work is saved."""
+        if self.dist.world > 1:
+            self.g_train, self.d_train = self.generator, self.discriminator
+            gc.collect()  # the wrappers' hooks refer back to them
+        self.dist.close()
 
 
 def train(
