@@ -11,8 +11,9 @@ DEFAULT_MODELS: dict[tuple[int, int], str] = {
 }
 """The bundled model ``denoise`` uses for (spatial_dims, channels) when none is given, chosen by
 ``benchmarks/bench_quality.py`` (README, "Benchmark"). Gray images get ``adl-2d-gray-real``,
-trained for Poisson, Rician and spatially varying noise and noise-free backgrounds: up to 8 dB
-better than ``adl-2d-gray`` there, 0.1 dB behind it on uniform Gaussian noise; colour images
+trained for Poisson, Rician and spatially varying noise, noise-free backgrounds and flat
+(piecewise-constant) regions: up to 8 dB better than ``adl-2d-gray`` there, within 0.1 dB of it
+on uniform Gaussian noise; colour images
 ``adl-2d-rgb-real``, ``adl-2d-rgb`` taught the same noise (but Rician), which no longer gives
 up where the background is noise-free, and saturated, clipped colours. Volumes get it over
 their three slicing directions, averaged with weights by slicing plane (2.5D,
