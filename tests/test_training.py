@@ -377,6 +377,7 @@ def test_two_process_gloo_ddp_keeps_replicas_in_sync(images, tmp_path, family):
         ),
         ({"discriminator": {"spatial_dims": 3}}, "must match"),
         ({"extra": 1}, "Extra inputs"),
+        ({"data": {"mode": "noisy", "posterize": 0.2}}, "change clean images: not with data.mode noisy"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(change, message, images, tmp_path):

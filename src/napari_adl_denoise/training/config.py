@@ -252,6 +252,10 @@ class TrainingConfig(_Strict):
             raise ValueError("data.train_targets and val_targets go with data.mode pairs, and it needs them")
         if data.mode == "pairs" and not (data.train_targets and data.val_targets):
             raise ValueError("data.mode pairs needs both train_targets and val_targets")
+        if data.mode != "clean" and (data.contrast or data.posterize):
+            raise ValueError(
+                f"data.contrast and data.posterize change clean images: not with data.mode {data.mode}"
+            )
         if data.mode == "noisy" and (self.phases.adversarial or self.phases.discriminator_warmup):
             raise ValueError("data.mode noisy has no clean images for a discriminator: no adversarial phases")
         if self.phases.denoiser_warmup + self.phases.adversarial < 1:
