@@ -32,6 +32,7 @@ import torch
 from ablation import SIGMAS, evaluate, load_val_images, val_files
 
 from napari_adl_denoise.methods import method_for_kind
+from napari_adl_denoise.methods._learned import default_passes
 from napari_adl_denoise.models import parse_config
 from napari_adl_denoise.weights import bundled_dir, load_model, save_model
 
@@ -60,6 +61,7 @@ def validate(model, kind: str, data: Path) -> dict:
         for s in SIGMAS
     }
     scores["images"] = [p.name for p in val_files(data, kind)]
+    scores["passes"] = default_passes(model.config.spatial_dims, model.config.in_channels)
     return scores
 
 
@@ -153,9 +155,11 @@ def markdown(name: str, card: dict) -> str:
             f"- Started from `{init}` (see its card), {how}, so its training images and time come on top "
             "of these"
         )
+    passes = val.get("passes")
+    passes = f", {passes} self-ensemble pass{'es' if passes > 1 else ''}" if passes else ""
     lines += [
         "",
-        f"Validation, blind, on held-out {', '.join(val['images'])} (Gaussian noise, 0-255 scale):",
+        f"Validation, blind, on held-out {', '.join(val['images'])} (Gaussian noise, 0-255 scale{passes}):",
         "",
         "| sigma | noisy PSNR | PSNR | SSIM |",
         "|---|---|---|---|",

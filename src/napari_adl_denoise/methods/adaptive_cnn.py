@@ -1,4 +1,4 @@
-"""The multi-scale adaptive CNN (seeds/001): multi-scale features, damping gate, 1x1
+"""The multi-scale adaptive CNN for blind denoising: multi-scale features, damping gate, 1x1
 reconstruction with an lp penalty, trained in three phases (clean-to-clean, noisy-to-clean,
 adversarial)."""
 

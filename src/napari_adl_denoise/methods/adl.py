@@ -12,8 +12,8 @@ DEFAULT_MODELS: dict[tuple[int, int], str] = {
 """The bundled model ``denoise`` uses for (spatial_dims, channels) when none is given, chosen by
 ``benchmarks/bench_quality.py`` (README, "Benchmark"). Gray images get ``adl-2d-gray-real``,
 trained for Poisson, Rician and spatially varying noise, noise-free backgrounds and flat
-(piecewise-constant) regions: up to 8 dB better than ``adl-2d-gray`` there, within 0.1 dB of it
-on uniform Gaussian noise; colour images
+(piecewise-constant) regions: 1.3-9.8 dB better than ``adl-2d-gray`` there, 0.08-0.13 dB below
+it on uniform Gaussian noise; colour images
 ``adl-2d-rgb-real``, ``adl-2d-rgb`` taught the same noise (but Rician), which no longer gives
 up where the background is noise-free, and saturated, clipped colours. Volumes get it over
 their three slicing directions, averaged with weights by slicing plane (2.5D,
@@ -22,8 +22,8 @@ their three slicing directions, averaged with weights by slicing plane (2.5D,
 
 register_learned(
     "adl",
-    "ADL's Efficient-Unet (bundled weights trained with its L1 + ATW texture losses, not yet its "
-    "adversarial phase; or your own weights)",
+    "ADL's Efficient-Unet (bundled weights trained with its L1 + ATW texture losses; its adversarial "
+    "phase was measured and not adopted; or your own weights)",
     kind="efficient_unet",
     default_models=DEFAULT_MODELS,
 )

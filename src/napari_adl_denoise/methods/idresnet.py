@@ -1,5 +1,6 @@
-"""IDResNet and IDGAN (seeds/003): one residual generator without batch normalisation, trained
-for PSNR with MSE (IDResNet), then from those weights as the generator of a GAN with the detail
+"""IDResNet and IDGAN (Chen, Shi, Sadiq and Zhu, "Image denoising via generative adversarial
+networks with detail loss"): one residual generator without batch normalisation, trained for
+PSNR with MSE (IDResNet), then from those weights as the generator of a GAN with the detail
 loss, MSE + content + adversarial (IDGAN), which trades PSNR for detail. Two methods, one network
 family: each method's bundled weights are its default, and either runs the other's."""
 

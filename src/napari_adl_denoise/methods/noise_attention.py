@@ -1,4 +1,4 @@
-"""Two-stage denoising with self-guided noise attention (seeds/002): a noise estimation network,
+"""Two-stage denoising with self-guided noise attention (Sharif, Naqvi and Loh): a noise estimation network,
 then a reconstruction network that weighs the image's features by attention on the estimated
 noise. ``denoise(..., method="noise-attention", stages=1)`` returns the stage-I image, and
 :func:`estimate_noise_map` the stage-I noise estimate itself."""
