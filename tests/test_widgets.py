@@ -949,6 +949,17 @@ def test_docks_scroll_and_fit_a_1080p_screen(viewer, qtbot):
     qtbot.waitUntil(lambda: compare.canvas.height() > small, timeout=5_000)
 
 
+def test_stacked_docks_keep_their_controls_clear_of_the_scroll_bar(viewer, qtbot):
+    """Two docks in one column of a short window both scroll; napari made the column as narrow as
+    their controls, whose right edge then slid 13 px under the scroll bar."""
+    window = viewer.window._qt_window
+    docks = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in ("Denoise", "Simulate noise")]
+    window.resize(1280, 420)  # napari keeps it taller (about 510 px): still too short for both
+    qtbot.wait(300)
+    for dock in docks:
+        assert dock.native.viewport().width() >= dock.body.minimumSizeHint().width()
+
+
 def test_napari_picks_our_reader_for_nifti(viewer, tmp_path):
     """napari's own reader also claims *.nii and *.nii.gz (and fails on them without ITK): with two
     readers and no preference, File > Open asks every time and viewer.open(path, plugin=None)

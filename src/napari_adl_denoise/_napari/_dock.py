@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from magicgui.widgets import Container, Widget
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QWidget
 
 # The least height a dock asks of napari's window: a few controls, then it scrolls. Four docks
@@ -28,6 +29,17 @@ class Dock(Container):
         scroll.installEventFilter(self._widget._event_filter)
         if stretch:  # spare height goes below the controls, not between them
             self.body.layout().addStretch(1)
+        QTimer.singleShot(0, self.fit_width)  # once docked and laid out
+
+    def fit_width(self) -> None:
+        """Room for the vertical scroll bar beside the controls: napari docks a widget as narrow as
+        its controls, whose right edge then slips under the bar when the dock scrolls. Call it
+        again when the controls grow wider."""
+        try:
+            bar = self.native.verticalScrollBar().sizeHint().width() + 4  # napari's style: 15 px in all
+            self.native.setMinimumWidth(self.body.minimumSizeHint().width() + bar)
+        except RuntimeError:  # closed before the timer fired: its Qt widgets are gone
+            pass
 
     @property
     def native(self) -> QScrollArea:  # what napari puts in the dock

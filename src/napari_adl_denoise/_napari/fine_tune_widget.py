@@ -290,7 +290,6 @@ class FineTuneWidget(JobDock):
         # left, placed last (magicgui inserts by layout index, which it would shift)
         layout = self.body.layout()
         layout.insertWidget(layout.indexOf(self.eta.native.parentWidget()) + 1, self.curve.canvas)
-        QTimer.singleShot(0, self._fit_width)  # once docked and laid out
         self._estimate_timer = QTimer()
         self._estimate_timer.setSingleShot(True)
         self._estimate_timer.setInterval(ESTIMATE_DELAY_MS)
@@ -504,7 +503,7 @@ class FineTuneWidget(JobDock):
         )
         self.progress.visible = self.eta.visible = True
         self.curve.canvas.setVisible(True)
-        self._fit_width()
+        self.fit_width()
 
         def done(path: Path) -> None:
             if yours:
@@ -622,13 +621,6 @@ class FineTuneWidget(JobDock):
             show_warning(f"Export: {exc}")
             return
         show_info(f"Exported {name} to {path}")
-
-    def _fit_width(self) -> None:
-        """Room for the scroll bar (the curve makes the dock scroll): napari docks it as narrow
-        as its controls, whose right edge then slipped 13 px under the bar."""
-        if not self._closed:
-            bar = self.native.verticalScrollBar().sizeHint().width() + 4  # napari's style: 15 px in all
-            self.native.setMinimumWidth(self.body.minimumSizeHint().width() + bar)
 
     def _finished(self) -> None:
         super()._finished()

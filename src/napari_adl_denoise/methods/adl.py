@@ -13,12 +13,11 @@ DEFAULT_MODELS: dict[tuple[int, int], str] = {
 ``benchmarks/bench_quality.py`` (README, "Benchmark"). Gray images get ``adl-2d-gray-real``,
 trained for Poisson, Rician and spatially varying noise, noise-free backgrounds and flat
 (piecewise-constant) regions: 1.3-9.8 dB better than ``adl-2d-gray`` there, 0.08-0.13 dB below
-it on uniform Gaussian noise; colour images
-``adl-2d-rgb-real``, ``adl-2d-rgb`` taught the same noise (but Rician), which no longer gives
-up where the background is noise-free, and saturated, clipped colours. Volumes get it over
-their three slicing directions, averaged with weights by slicing plane (2.5D,
-:func:`~napari_adl_denoise.methods.plane_weights`), which beat the 3D network
-``adl-3d-gray`` on the held-out volumes at every noise level."""
+it on uniform Gaussian noise. Colour images get ``adl-2d-rgb-real``: ``adl-2d-rgb`` taught the
+same noise (but Rician), saturated and clipped colours, and flat colour regions. Volumes get the
+gray model over their three slicing directions, averaged with weights by slicing plane (2.5D,
+:func:`~napari_adl_denoise.methods.plane_weights`), which beat the 3D network ``adl-3d-gray`` on
+the held-out volumes at every noise level."""
 
 register_learned(
     "adl",
