@@ -55,6 +55,10 @@ def test_demo_viewer_opens_on_a_useful_view_with_the_docks(make_napari_viewer, m
     shown = [layer.name for layer in viewer.layers if layer.visible]
     assert shown == ["mri (noisy)", denoised["mri"].name, "profile line"]
     assert viewer.dims.ndisplay == 2 and viewer.dims.current_step[0] == 16
+    # the view fits the volume (the hidden 2D samples are 10x larger; they made it 90 px wide)
+    extent = viewer.layers["mri (noisy)"].extent.world
+    shown_px = viewer.camera.zoom * (extent[1] - extent[0])[-2:]
+    assert shown_px.max() > 0.6 * min(viewer.canvas.size)
     docks = viewer.window.dock_widgets
     assert {"Denoise (napari-adl-denoise)", "Compare (napari-adl-denoise)"} <= set(docks)
     compare = docks["Compare (napari-adl-denoise)"]

@@ -192,6 +192,40 @@ def test_the_contrast_augmentation_saturates_channels_within_the_images_range():
     assert all(np.array_equal(a, b) for a, b in zip(plain, unstretched, strict=True))
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "poisson"])
+def test_shared_noise_is_partly_common_to_the_colour_channels_at_the_same_level(kind):
+    """``shared``: some patches' noise is partly one field for all channels (a gray image stored
+    as RGB, demosaiced photographs), each channel's noise as strong as without it; a gray
+    patch, and a spec without it (its random stream unchanged), keep independent noise."""
+    from napari_adl_denoise.training.config import DataConfig, NoiseSpec
+    from napari_adl_denoise.training.data import PatchSampler
+
+    rgb = np.moveaxis(data.chelsea().astype(np.float32), -1, 0) / 255
+    config = DataConfig(train=["x"], val=["x"], patch_shape=(64, 64))
+    params = {"sigma": (25, 25)} if kind == "gaussian" else {"peak": (30, 30)}
+
+    def noise(image, **shared):
+        sampler = PatchSampler(
+            [image], config, [NoiseSpec(kind=kind, **params, **shared)], np.random.default_rng(0)
+        )
+        return [noisy - clean for noisy, clean, _, _ in (sampler.sample() for _ in range(60))]
+
+    def correlation(r):
+        return np.corrcoef(r[0].ravel(), r[1].ravel())[0, 1]
+
+    independent, shared = noise(rgb), noise(rgb, shared=1.0)
+    assert abs(np.mean([correlation(r) for r in independent])) < 0.03
+    found = [correlation(r) for r in shared]
+    assert 0.4 < np.mean(found) < 0.6 and max(found) > 0.9 and min(found) < 0.1  # share uniform in [0, 1]
+    assert np.mean([r.std() for r in shared]) == pytest.approx(
+        np.mean([r.std() for r in independent]), rel=0.05
+    )
+    unused = noise(rgb, shared=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(independent, unused, strict=True))
+    gray = rgb[:1]
+    assert all(np.array_equal(a, b) for a, b in zip(noise(gray), noise(gray, shared=1.0), strict=True))
+
+
 def test_the_posterize_augmentation_gives_flat_regions_with_sharp_edges():
     from scipy.ndimage import maximum_filter, minimum_filter
 

@@ -113,19 +113,26 @@ def show() -> None:
     clean, noisy, denoised = layers["mri"]
     viewer.layers.selection.active = noisy
     viewer.dims.set_point(0, clean.data_to_world([clean.data.shape[0] // 2, 0, 0])[0])  # a middle slice
-    viewer.reset_view()
     plugin = "napari-adl-denoise"
     _, denoise_dock = viewer.window.add_plugin_dock_widget(plugin, "Denoise")
     denoise_dock.image.value = noisy
-    _, compare_dock = viewer.window.add_plugin_dock_widget(plugin, "Compare", tabify=False)
+    # Compare in a tab of its own, raised: its plots and table get the dock's whole height
+    _, compare_dock = viewer.window.add_plugin_dock_widget(plugin, "Compare", tabify=True)
     compare_dock.reference.value = clean
     compare_dock.noisy.value = noisy
     compare_dock.denoised.value = [denoised]
+    # fit the canvas left by the docks to the volume shown, not to the hidden 2D samples
+    try:
+        viewer.reset_view(layers=[noisy])
+    except TypeError:  # napari < 0.6: every layer's extent
+        viewer.reset_view()
     napari.run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_adl_denoise.demo", description=__doc__.splitlines()[0]
+    )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--output", type=Path, help="write results to this folder (headless)")
     mode.add_argument("--viewer", action="store_true", help="show the results in napari")

@@ -8,7 +8,7 @@ from typing import Any
 from magicgui.widgets import Label, PushButton, Widget
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ._dock import Dock
 from ._layers import on_close
@@ -109,6 +109,12 @@ class JobDock(Dock):
 
     def run(self) -> None:
         raise NotImplementedError
+
+    def refuse(self, problem: str) -> None:
+        """Say why the job does not start: a notification, and the status line, which would
+        still show the last job's outcome."""
+        show_warning(f"{self.title}: {problem}")
+        self.status.value = problem
 
     def busy(self) -> bool:
         """Whether a job is running (and says so)."""

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_warning
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from .. import metrics
@@ -36,7 +37,7 @@ LINE_LAYER = "profile line"
 _HIST_SAMPLES = 1_000_000
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mse": "MSE", "vifp": "VIFP", "delta_e": "DeltaE"}
-VIFP_OMITTED = f"n/a: an axis < {metrics.VIFP_MIN_SIZE} px"
+VIFP_OMITTED = "n/a"  # its cell's tooltip says why
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class CompareWidget(Dock):
             lambda: self._ask_and_export(self.export_table, "CSV (*.csv)")
         )
         viewer.dims.events.current_step.connect(self.update_profile)
+        viewer.layers.events.inserted.connect(self._line_on_top)
         keep_fresh(viewer, self)
         self._default_mode(self.noisy.value)
 
@@ -246,6 +248,16 @@ class CompareWidget(Dock):
         layer.events.data.disconnect(self.update_profile)
         layer.events.data.connect(self.update_profile)
         return layer
+
+    def _line_on_top(self, *_) -> None:
+        """Keep the profile line above the layers added after it, which would hide it (once the
+        insertion is done: napari's list is not moved within its own event)."""
+        QTimer.singleShot(0, self._raise_line)
+
+    def _raise_line(self) -> None:
+        layers, line = self._viewer.layers, self._line_layer
+        if not self._closed and line is not None and line in layers and layers[-1] is not line:
+            layers.move(layers.index(line), len(layers))
 
     @staticmethod
     def _middle_line(layer: Image) -> np.ndarray:
@@ -342,6 +354,7 @@ class CompareWidget(Dock):
         """Stop following the viewer: the widget was closed."""
         self._closed = True
         self._viewer.dims.events.current_step.disconnect(self.update_profile)
+        self._viewer.layers.events.inserted.disconnect(self._line_on_top)
         if self._line_layer is not None:
             self._line_layer.events.data.disconnect(self.update_profile)
         if self._worker is not None:

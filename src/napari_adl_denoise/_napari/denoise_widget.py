@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
-from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QSizePolicy
 
 from .._chunked import discard_store, is_lazy, iter_write, scratch_store
@@ -249,7 +248,7 @@ class DenoiseWidget(JobDock):
     def _denoise(self, preview: bool) -> None:
         layer = self.image.value
         if layer is None:
-            show_warning("Denoise: add or choose an image layer first")
+            self.refuse("add or choose an image layer first")
             return
         if self.busy():
             return
@@ -257,7 +256,7 @@ class DenoiseWidget(JobDock):
         learned = get_method(method).learned
         model = model_arg(self.model, self.model_file) if learned else None
         if model == "":
-            show_warning("Denoise: choose a .safetensors model file")
+            self.refuse("choose a .safetensors model file")
             return
         layout = layout_args(self.image.value, self.mode.value)
         params = {
@@ -276,7 +275,7 @@ class DenoiseWidget(JobDock):
         lazy = learned and not preview and is_lazy(full)
         noise_map = get_method(method).noise_map if self.noise_map.value else None
         if lazy and noise_map is not None:
-            show_warning(f"Denoise: no noise estimate for the lazy (dask or zarr) layer '{layer.name}'")
+            self.refuse(f"no noise estimate for the lazy (dask or zarr) layer '{layer.name}'")
             return
         if preview:
             data, planes, keep = self._preview_region(layer, layout["spatial_dims"])

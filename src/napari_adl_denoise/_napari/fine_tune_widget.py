@@ -445,32 +445,32 @@ class FineTuneWidget(JobDock):
         layers = self._chosen(self.images)
         if not layers:
             what = "clean" if data == "clean" else "noisy"
-            show_warning(f"Fine-tune: choose one or more {what} image layers first")
+            self.refuse(f"choose one or more {what} image layers first")
             return
         targets = self._chosen(self.targets) if data == "pairs" else []
         if data == "pairs" and (problem := _pairs_problem(layers, targets)):
-            show_warning(f"Fine-tune: {problem}")
+            self.refuse(problem)
             return
         if self.busy():
             return
         model = model_arg(self.model, self.model_file)
         if model == "":
-            show_warning("Fine-tune: choose a .safetensors model file to start from")
+            self.refuse("choose a .safetensors model file to start from")
             return
         output = Path(self.output.value)
         if output.suffix != ".safetensors":
-            show_warning("Fine-tune: choose where to save the model (a .safetensors file)")
+            self.refuse("choose where to save the model (a .safetensors file)")
             return
         target = self._target()  # by name in your models folder: fine_tune makes the folder
         yours = isinstance(target, str)
         try:
             output_path(target)
         except ValueError as exc:
-            show_warning(f"Fine-tune: {exc}")
+            self.refuse(str(exc))
             return
         layouts = {tuple(layout_args(layer, self.mode.value).items()) for layer in layers + targets}
         if len(layouts) > 1:
-            show_warning("Fine-tune: the chosen layers mix gray and RGB or 2D and 3D; choose one kind")
+            self.refuse("the chosen layers mix gray and RGB or 2D and 3D; choose one kind")
             return
         layout = dict(layouts.pop())
         arrays = [layer_array(layer) for layer in layers]  # the worker sees arrays, never layers

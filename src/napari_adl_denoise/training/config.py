@@ -36,7 +36,10 @@ class NoiseSpec(_Strict):
     object): with probability ``varying`` the noise is scaled by a smooth random map (between a
     random floor and 1), and with probability ``background`` part of the patch (below a smoothed
     intensity threshold, or a random smooth region) becomes exact zeros carrying no noise, as in
-    skull-stripped, masked or zero-filled scans.
+    skull-stripped, masked or zero-filled scans. With probability ``shared`` a colour patch's
+    noise is partly common to its channels: a share of its variance drawn uniformly in [0, 1]
+    is one noise field for all three (a gray image stored as RGB has all of it; demosaiced and
+    compressed photographs some); gray patches ignore it.
     """
 
     kind: NoiseKind = "gaussian"
@@ -47,6 +50,7 @@ class NoiseSpec(_Strict):
     weight: float = Field(1.0, gt=0)
     varying: float = Field(0.0, ge=0, le=1)
     background: float = Field(0.0, ge=0, le=1)
+    shared: float = Field(0.0, ge=0, le=1)
 
     @field_validator("peak", mode="before")
     @classmethod

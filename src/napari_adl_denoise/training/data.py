@@ -108,7 +108,8 @@ class PatchSampler:
     Images are chosen uniformly, so a big image does not dominate the small ones; then a
     uniform position, a random rotation by 90 degrees (in a plane whose patch sides are equal)
     and flips, and a noise model by weight with parameters drawn as :class:`NoiseSpec` says
-    (a noise-free background and a varying level when it asks for them).
+    (a noise-free background, a varying level and noise shared by the channels when it asks
+    for them).
     """
 
     def __init__(
@@ -226,6 +227,11 @@ class PatchSampler:
         if kind == "mixed":  # one draw for the patch and its normalisation below (sigma: above)
             kind = "gaussian" if self.rng.random() < 0.5 else "speckle"
         noisy = add_noise(clean, kind, relative=False, seed=seed, **params)
+        if spec.shared and len(clean) > 1 and self.rng.random() < spec.shared:
+            # a second draw's channel mean, scaled to one channel's variance, shared by all
+            common = (add_noise(clean, kind, relative=False, seed=seed + 2, **params) - clean).mean(axis=0)
+            share = self.rng.uniform(0.0, 1.0)
+            noisy = clean + np.sqrt(1 - share) * (noisy - clean) + np.sqrt(share * len(clean)) * common
         if spec.varying and self.rng.random() < spec.varying:
             floor = self.rng.uniform(0.0, 1.0)
             level = floor + (1 - floor) * self._smooth_field(clean.shape[1:])
