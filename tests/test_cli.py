@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -132,6 +133,10 @@ def test_plane_weights_reach_the_three_direction_average(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["denoise", str(tmp_path / "v.npy"), str(out), "--plane-weights", "1,1"])
     assert info.value.code == 2 and "expected three numbers Z,Y,X" in capsys.readouterr().err
+    for tile in ("0", "64,0"):  # automatic tiles: leave --tile out (the dock's 0)
+        with pytest.raises(SystemExit) as info:
+            main(["denoise", str(tmp_path / "v.npy"), str(out), "--tile", tile])
+        assert info.value.code == 2 and "leave --tile out for automatic tiles" in capsys.readouterr().err
 
 
 def test_stack_slice_by_slice(tmp_path):
@@ -214,6 +219,9 @@ def test_console_script_lists_methods_and_models():
         [sys.executable, "-m", "napari_adl_denoise.cli", "models"], capture_output=True, text=True
     )
     assert models.returncode == 0 and models.stdout.strip()
+    rows = models.stdout.splitlines()[:-1]  # the last line names your models folder
+    kinds = [re.search(r" [23]D (gray|RGB) ", row) for row in rows]
+    assert all(kinds) and len({k.start() for k in kinds}) == 1  # the columns line up
 
 
 def test_unknown_method_is_an_argparse_error(capsys):

@@ -17,6 +17,10 @@ def _tile(text: str) -> int | tuple[int, ...]:
         sizes = tuple(int(t) for t in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or N,N[,N], got {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"sizes must be positive (leave --tile out for automatic tiles), got {text!r}"
+        )
     return sizes[0] if len(sizes) == 1 else sizes
 
 
@@ -537,11 +541,12 @@ def _models(args: argparse.Namespace) -> int:
     models = list_models()
     if not any(m.bundled for m in models):
         print(f"no bundled models are installed (looked in {bundled_dir()})")
-    for m in models:
-        c = m.config
-        kind = m.data_kind
-        method = getattr(method_for_kind(c.kind, m.name), "name", c.kind)
-        print(f"{m.name:<20} {method:<12} {kind:<8} {'' if m.bundled else '[yours] '}{m.description}")
+    rows = [(m, getattr(method_for_kind(m.config.kind, m.name), "name", m.config.kind)) for m in models]
+    name_width = max((len(m.name) for m, _ in rows), default=0)
+    method_width = max((len(method) for _, method in rows), default=0)
+    for m, method in rows:
+        yours = "" if m.bundled else "[yours] "
+        print(f"{m.name:<{name_width}}  {method:<{method_width}}  {m.data_kind:<7}  {yours}{m.description}")
     print(f"your models folder: {user_models_dir()}")
     return 0
 
