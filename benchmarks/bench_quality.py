@@ -11,7 +11,10 @@ under Poisson, Poisson-Gaussian and Rician noise and with noise-free masked back
 generalised Anscombe transform with the true noise model + BM3D); there each 2D model also runs
 with ``noise_model="auto"`` (its estimated variance-stabilising transform). "2D RGB, real noise"
 does the same on the colour images, without Rician noise (MR magnitude images are gray), masked
-where their mean colour is dark. The "never tuned" sets score images by which nothing was chosen
+where their mean colour is dark, and adds Gaussian noise partly or wholly common to the channels
+(demosaiced or compressed photographs; a gray image's noise on a colour one), for which colour BM3D
+is told each channel's true sigma (its colour transform takes the channels' noise as
+independent). The "never tuned" sets score images by which nothing was chosen
 (``never_tuned``: a dermatoscopy photograph, a fluorescence plane, a photograph, a CT phantom).
 Learned methods run with their default self-ensemble (two passes on 2D gray images, one on colour
 images and volumes). ``--speed`` adds the timing on 512x512 gray and RGB images and a 128^3
@@ -56,6 +59,10 @@ REAL_NOISE = {
     "Rician 15": ("rician", {"sigma": 15}, False),
     "Gaussian 25, masked": ("gaussian", {"sigma": 25}, True),
     "Poisson peak 20, masked": ("poisson", {"peak": 20}, True),
+    # colour only: a share of the noise's variance one field for all channels (demosaiced and
+    # compressed photographs; all of it: a gray image's noise on a colour one)
+    "Gaussian 25, half shared": ("gaussian", {"sigma": 25, "shared": 0.5}, False),
+    "Gaussian 25, all shared": ("gaussian", {"sigma": 25, "shared": 1.0}, False),
 }
 
 
@@ -79,7 +86,7 @@ SETS = {
         "spatial_dims": 2,
         "channels": 1,
         "classical": "bm3d",
-        "real_noise": list(REAL_NOISE),
+        "real_noise": [n for n in REAL_NOISE if "shared" not in n],
     },  # fmt: skip
     "2D RGB, real noise": {
         "folder": "2d-rgb/val",
@@ -181,7 +188,6 @@ def _denoise(method: str, model: str | None, noisy: np.ndarray, truth, kw: dict)
 
 def child(spec: dict) -> dict:
     """Scores, seconds and peak memory growth of one method over one set's images and noises."""
-    from napari_adl_denoise import add_noise
 
     kw = {"channel_axis": -1} if spec["channels"] == 3 else {}
     kw["spatial_dims"] = spec["spatial_dims"]
@@ -202,7 +208,7 @@ def child(spec: dict) -> dict:
                 seed = (200_000 if spec.get("gaussian_speckle") else 100_000) + 1000 * c + k
             else:
                 seed = 1000 * params["sigma"] + k
-            noisy = add_noise(clean, kind, seed=seed, **params)
+            noisy = _noisy(clean, kind, params, seed, spec["channels"])
             if masked:  # noise-free where the mask is (every colour channel zero)
                 keep = (clean > 0).any(-1, keepdims=True) if spec["channels"] == 3 else clean > 0
                 noisy = np.where(keep, noisy, 0).astype(np.float32)
@@ -212,6 +218,20 @@ def child(spec: dict) -> dict:
             rows.append({"condition": label, "seconds": seconds, **_scores(clean, result, spec)})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"rows": rows, "peak_mb": max(peak - base, 0) / 1024, "images": [n for n, _ in images]}
+
+
+def _noisy(clean: np.ndarray, kind: str, params: dict, seed: int, channels: int) -> np.ndarray:
+    """``clean`` with noise; with ``shared`` in ``params``, that share of each channel's noise
+    variance is one field common to the channels (channels last), at the same level."""
+    from napari_adl_denoise import add_noise
+
+    params = dict(params)
+    shared = params.pop("shared", 0.0)
+    noisy = add_noise(clean, kind, seed=seed, **params)
+    if shared:
+        common = (add_noise(clean, kind, seed=seed + 1, **params) - clean).mean(-1, keepdims=True)
+        noisy = clean + np.sqrt(1 - shared) * (noisy - clean) + np.sqrt(shared * channels) * common
+    return noisy.astype(np.float32)
 
 
 def _scores(clean: np.ndarray, result: np.ndarray, spec: dict) -> dict[str, float]:
