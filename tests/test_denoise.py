@@ -459,3 +459,25 @@ def test_a_guided_3d_network_refines_its_2d_guides_view_of_the_volume(tiny_2d, t
     wrong = EfficientUnet(config.model_copy(update={"guide": str(tmp_path / "g3.safetensors")}))
     with pytest.raises(ValueError, match="needs a 2D guide"):
         denoise(volume, model=wrong)
+
+
+def test_a_gray_image_stored_as_colour_goes_to_the_gray_model():
+    """R = G = B everywhere: the noise is shared by the channels, which the gray model handles
+    and a colour model is not made for; one coloured pixel, or a model asked for, keeps the colour
+    path. The input is never modified."""
+    gray = add_noise(data.camera()[:96, :128], "gaussian", sigma=25, seed=3)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    before = rgb.copy()
+    out = denoise(rgb, channel_axis=-1)
+    np.testing.assert_array_equal(rgb, before)
+    expected = denoise(gray)
+    assert out.shape == rgb.shape and all(np.array_equal(out[..., c], expected) for c in range(3))
+    planar = denoise(np.moveaxis(rgb, -1, 0), channel_axis=0)
+    np.testing.assert_array_equal(np.moveaxis(planar, 0, -1), out)
+    rgba = np.concatenate([rgb, np.full_like(rgb[..., :1], 255)], axis=-1)
+    np.testing.assert_array_equal(denoise(rgba, channel_axis=-1)[..., :3], out)
+    marked = rgb.copy()
+    marked[5, 5, 0] += 40  # one red pixel: a colour image
+    assert not np.array_equal(denoise(marked, channel_axis=-1)[..., 1], expected)
+    colour_model = denoise(rgb, channel_axis=-1, model=DEFAULT_MODELS[(2, 3)])
+    assert not np.array_equal(colour_model[..., 0], expected)

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _vst
-from .methods import ENSEMBLE_PASSES, Method, MethodContext, get_method
+from .methods import ENSEMBLE_PASSES, Method, MethodContext, NoModelError, default_model_info, get_method
 from .noise import NoiseModel, estimate_noise_model
 
 __all__ = [
@@ -164,6 +164,13 @@ def iter_denoise(
         return np.concatenate([colour, alpha], axis=channel_axis)
     check_dims(chosen, spatial_dims)
     check_values(array)
+    if channels == 3 and _gray_as_colour(array, channel_axis, chosen, model, spatial_dims):
+        # R = G = B everywhere: a gray image stored as colour, whose noise the channels share.
+        # The method's gray model denoises it (better than a colour model), into every channel.
+        gray = yield from iter_denoise(
+            np.take(array, 0, axis=channel_axis), method, spatial_dims=spatial_dims, **job
+        )
+        return np.repeat(np.expand_dims(gray, channel_axis), 3, axis=channel_axis)
 
     # Canonical layout (items, channels, *spatial); views where possible, never written to.
     canonical = np.moveaxis(array, channel_axis, 0) if channel_axis is not None else array[None]
@@ -200,6 +207,21 @@ def iter_denoise(
 
     restored = np.moveaxis(out, 0, 1).reshape(canonical.shape)
     return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
+
+
+def _gray_as_colour(
+    array: np.ndarray, channel_axis: int, chosen: Method, model: Any, spatial_dims: int
+) -> bool:
+    """Whether a colour ``array`` goes to the learned method's bundled gray model: no model was
+    asked for, the method has a gray one, and the three channels are equal everywhere."""
+    if not chosen.learned or model is not None:
+        return False
+    try:
+        default_model_info(spatial_dims, 1, method=chosen.name)
+    except NoModelError:
+        return False
+    first = np.take(array, 0, axis=channel_axis)
+    return all(np.array_equal(first, np.take(array, c, axis=channel_axis)) for c in (1, 2))
 
 
 def keep_flat(x: np.ndarray, result: np.ndarray, start: tuple[int, ...] | None = None) -> np.ndarray:
@@ -468,7 +490,9 @@ def denoise(
         Axis holding colour channels (e.g. -1 for an RGB image). Default: -1 for a 3D array
         whose last axis has 3 or 4 entries when ``spatial_dims`` is not given (napari's RGB
         rule), else none. With 4 channels (RGBA) the colour is denoised and the alpha returned
-        exactly as it was.
+        exactly as it was. A colour image whose channels are equal everywhere (a gray image
+        stored as RGB) goes to the method's bundled gray model when no ``model`` is given, its
+        result copied into each channel (in memory; a dask or Zarr array keeps the colour model).
     spatial_dims : {2, 3}, optional
         2: denoise slice by slice over the last two axes; 3: the last three axes are a volume.
         Default: 2 for 2D data, 3 otherwise. Leading axes (time, slices) are looped over.
