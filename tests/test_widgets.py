@@ -1013,3 +1013,20 @@ def test_a_lazy_layer_is_denoised_block_by_block_and_its_result_stays_lazy(viewe
     widget.run_button.native.click()
     assert len(viewer.layers) == 1
     assert any("no noise estimate for the lazy" in str(n.message) for n in notifications)
+
+
+def test_denoise_dock_gives_a_gray_image_stored_as_colour_the_gray_model(viewer, qtbot):
+    """R = G = B everywhere: the dock runs the gray model, as denoise does, and its card is the
+    one in the result's metadata."""
+    gray = add_noise(data.camera()[:64, :80], sigma=25, seed=0, clip=True).astype(np.uint8)
+    layer = viewer.add_image(np.dstack([gray] * 3), name="xray")
+    assert layer.rgb
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    out = viewer.layers["xray [adl]"]
+    assert out.data.shape == (64, 80, 3)
+    assert out.metadata["napari_adl_denoise"]["model"]["name"] == DEFAULT_MODELS[2, 1]
+    expected = denoise(gray)
+    for c in range(3):
+        np.testing.assert_allclose(out.data[..., c], expected, atol=1e-4)

@@ -164,7 +164,7 @@ def iter_denoise(
         return np.concatenate([colour, alpha], axis=channel_axis)
     check_dims(chosen, spatial_dims)
     check_values(array)
-    if channels == 3 and _gray_as_colour(array, channel_axis, chosen, model, spatial_dims):
+    if channels == 3 and gray_as_colour(array, channel_axis, method, model, spatial_dims):
         # R = G = B everywhere: a gray image stored as colour, whose noise the channels share.
         # The method's gray model denoises it (better than a colour model), into every channel.
         gray = yield from iter_denoise(
@@ -209,15 +209,14 @@ def iter_denoise(
     return np.moveaxis(restored, 0, channel_axis) if channel_axis is not None else restored[0]
 
 
-def _gray_as_colour(
-    array: np.ndarray, channel_axis: int, chosen: Method, model: Any, spatial_dims: int
-) -> bool:
-    """Whether a colour ``array`` goes to the learned method's bundled gray model: no model was
-    asked for, the method has a gray one, and the three channels are equal everywhere."""
-    if not chosen.learned or model is not None:
+def gray_as_colour(array: np.ndarray, channel_axis: int, method: str, model: Any, spatial_dims: int) -> bool:
+    """Whether a colour ``array`` (in memory) goes to the learned ``method``'s bundled gray model:
+    no model was asked for, the method has a gray one, and the three channels are equal
+    everywhere (a gray image stored as colour)."""
+    if not get_method(method).learned or model is not None:
         return False
     try:
-        default_model_info(spatial_dims, 1, method=chosen.name)
+        default_model_info(spatial_dims, 1, method=method)
     except NoModelError:
         return False
     first = np.take(array, 0, axis=channel_axis)

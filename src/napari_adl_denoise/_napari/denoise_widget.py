@@ -13,6 +13,7 @@ from .._chunked import discard_store, is_lazy, iter_write, scratch_store
 from .._device import available_devices
 from ..inference import (
     NOISE_MODELS,
+    gray_as_colour,
     iter_denoise,
     join_alpha,
     resolve_noise_model,
@@ -287,13 +288,26 @@ class DenoiseWidget(JobDock):
         if whole is not None:
             whole = split_alpha(whole, layer.rgb)[0]
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
+        inputs = data  # what the job denoises: one channel of a gray image stored as colour
+
+        def colour(result: np.ndarray) -> np.ndarray:  # a gray result back into the layer's channels
+            return np.repeat(result[..., None], 3, axis=-1) if inputs is not data else result
 
         def job():
+            nonlocal inputs
             kwargs = dict(params)
             card = None
             if learned:
-                loaded = as_loaded_model(model, layout["spatial_dims"], channels, method)
+                # a gray image stored as colour: the gray model on one channel, as denoise does
+                gray = (
+                    channels == 3
+                    and not lazy
+                    and gray_as_colour(data, -1, method, model, layout["spatial_dims"])
+                )
+                loaded = as_loaded_model(model, layout["spatial_dims"], 1 if gray else channels, method)
                 kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
+                if gray:
+                    inputs, kwargs["channel_axis"] = data[..., 0], None
             else:
                 kwargs.update(device="auto", tile_shape=None)
             if whole is not None:  # a preview: the whole layer's range, noise and weights, as a Run has
@@ -311,12 +325,12 @@ class DenoiseWidget(JobDock):
                 store = yield from iter_write(data, scratch_store(), **kwargs)
                 return join_alpha(dask.array.from_zarr(str(store)), alpha), None, card, store
             if noise_map is None:
-                result = yield from iter_denoise(data, **kwargs)
+                result = colour((yield from iter_denoise(inputs, **kwargs)))
                 return join_alpha(result, alpha)[keep], None, card, None
             # the estimate costs about half a run: two thirds of the bar, then one third
-            result = yield from _scaled(iter_denoise(data, **kwargs), 0.0, 2 / 3)
+            result = colour((yield from _scaled(iter_denoise(inputs, **kwargs), 0.0, 2 / 3)))
             del kwargs["method"]
-            noise = yield from _scaled(noise_map(data, **kwargs), 2 / 3, 1 / 3)
+            noise = colour((yield from _scaled(noise_map(inputs, **kwargs), 2 / 3, 1 / 3)))
             return join_alpha(result, alpha)[keep], noise[keep], card, None
 
         def add(output) -> None:
