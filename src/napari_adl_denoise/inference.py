@@ -168,7 +168,7 @@ def iter_denoise(
         # R = G = B everywhere: a gray image stored as colour, whose noise the channels share.
         # The method's gray model denoises it (better than a colour model), into every channel.
         gray = yield from iter_denoise(
-            np.take(array, 0, axis=channel_axis), method, spatial_dims=spatial_dims, **job
+            np.moveaxis(array, channel_axis, 0)[0], method, spatial_dims=spatial_dims, **job
         )
         return np.repeat(np.expand_dims(gray, channel_axis), 3, axis=channel_axis)
 
@@ -219,8 +219,8 @@ def gray_as_colour(array: np.ndarray, channel_axis: int, method: str, model: Any
         default_model_info(spatial_dims, 1, method=method)
     except NoModelError:
         return False
-    first = np.take(array, 0, axis=channel_axis)
-    return all(np.array_equal(first, np.take(array, c, axis=channel_axis)) for c in (1, 2))
+    channels = np.moveaxis(array, channel_axis, 0)  # a view: a large image is not copied
+    return np.array_equal(channels[0], channels[1]) and np.array_equal(channels[0], channels[2])
 
 
 def keep_flat(x: np.ndarray, result: np.ndarray, start: tuple[int, ...] | None = None) -> np.ndarray:
