@@ -307,6 +307,8 @@ def methods_for(
             rows.append((f"{label} (3 planes)", method, path))
         if info.get("real_noise") and config.spatial_dims == 2:
             rows.append((f"{label} + auto VST", f"{method}+auto", path))
+    if info["channels"] == 3:  # what denoise(image) does: its colour routes to the gray model
+        rows.append(("default (`denoise(image)`)", "adl", None))
     return [r for r in rows if r[1] not in skip and r[0].split(" ")[0] not in skip]
 
 

@@ -10,7 +10,7 @@ from skimage import data
 
 import napari_adl_denoise as adl
 from napari_adl_denoise import NoModelError, add_noise, denoise, iter_denoise
-from napari_adl_denoise.inference import robust_range
+from napari_adl_denoise.inference import colour_route, robust_range, shared_colour_noise
 from napari_adl_denoise.methods import _learned as learned
 from napari_adl_denoise.methods._learned import MIN_TILE
 from napari_adl_denoise.methods.adl import DEFAULT_MODELS
@@ -477,7 +477,58 @@ def test_a_gray_image_stored_as_colour_goes_to_the_gray_model():
     rgba = np.concatenate([rgb, np.full_like(rgb[..., :1], 255)], axis=-1)
     np.testing.assert_array_equal(denoise(rgba, channel_axis=-1)[..., :3], out)
     marked = rgb.copy()
-    marked[5, 5, 0] += 40  # one red pixel: a colour image
+    marked[5, 5, 0] += 40  # one red pixel: a colour image, whose noise the channels still share
+    assert colour_route(marked, -1, "adl", None, 2) == "opponent"
     assert not np.array_equal(denoise(marked, channel_axis=-1)[..., 1], expected)
     colour_model = denoise(rgb, channel_axis=-1, model=DEFAULT_MODELS[(2, 3)])
     assert not np.array_equal(colour_model[..., 0], expected)
+
+
+def _shared(clean: np.ndarray, sigma: float, share: float, seed: int) -> np.ndarray:
+    """``clean`` (channels last) with Gaussian noise of ``sigma`` per channel, ``share`` of whose
+    variance is one field common to the three channels."""
+    rng = np.random.default_rng(seed)
+    own = rng.normal(0, sigma, clean.shape)
+    common = rng.normal(0, sigma, clean.shape[:-1] + (1,))
+    return (clean + np.sqrt(1 - share) * own + np.sqrt(share) * common).astype(np.float32)
+
+
+def test_colour_noise_the_channels_share_goes_through_the_gray_model():
+    """Noise that R, G and B largely share, which the colour model was not made for: its
+    luminance and colour differences are denoised by the gray model instead, several dB better;
+    independent noise keeps the colour model exactly; flat input keeps its values; the input
+    is never modified; progress runs once from 0 to 1."""
+    clean = data.astronaut()[100:196, 180:308].astype(np.float32)
+    clean[:, :12] = 0  # a masked border: no noise there
+    colour_model = DEFAULT_MODELS[(2, 3)]
+    for share in (0.5, 1.0):
+        noisy = _shared(clean, 25, share, seed=1)
+        noisy[:, :12] = 0
+        before = noisy.copy()
+        assert colour_route(noisy, -1, "adl", None, 2) == "opponent"
+        records = []
+        out = denoise(noisy, channel_axis=-1, progress=records.append)
+        np.testing.assert_array_equal(noisy, before)
+        fractions = [r.fraction for r in records]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+        assert out.shape == noisy.shape and out.dtype == np.float32
+        np.testing.assert_array_equal(out[:, :10], 0)
+        gain = adl.metrics.psnr(clean, out) - adl.metrics.psnr(
+            clean, denoise(noisy, channel_axis=-1, model=colour_model)
+        )
+        assert gain > 2.0, (share, gain)
+        planar = denoise(np.moveaxis(noisy, -1, 0), channel_axis=0)
+        np.testing.assert_allclose(np.moveaxis(planar, 0, -1), out, atol=1e-3)
+    independent = _shared(clean, 25, 0.0, seed=1)
+    luminance, difference, shared = shared_colour_noise(independent, -1)
+    assert 0.7 < difference / luminance < 1.5 and shared < 5 / 255
+    assert colour_route(independent, -1, "adl", None, 2) is None
+    np.testing.assert_array_equal(
+        denoise(independent, channel_axis=-1), denoise(independent, channel_axis=-1, model=colour_model)
+    )
+    assert colour_route(clean, -1, "adl", None, 2) is None  # texture the channels share is no noise
+    shared_noise = _shared(clean, 25, 1.0, seed=2)
+    assert colour_route(shared_noise, -1, "adl", colour_model, 2) is None  # a model asked for
+    assert colour_route(shared_noise, -1, "adl", None, 2, noise_model="auto") is None
+    assert colour_route(shared_noise, -1, "nlm", None, 2) is None
+    assert shared_colour_noise(shared_noise[:12, :40], -1) is None  # too small to measure

@@ -1030,3 +1030,18 @@ def test_denoise_dock_gives_a_gray_image_stored_as_colour_the_gray_model(viewer,
     expected = denoise(gray)
     for c in range(3):
         np.testing.assert_allclose(out.data[..., c], expected, atol=1e-4)
+
+
+def test_denoise_dock_gives_colour_noise_the_channels_share_to_the_gray_model(viewer, qtbot):
+    """Noise R, G and B share: the dock takes denoise's route (the gray model on the luminance and
+    colour differences), and the gray model's card is the one in the result's metadata."""
+    clean = data.astronaut()[100:164, 180:260].astype(np.float32)
+    noisy = clean + np.random.default_rng(0).normal(0, 25, clean.shape[:-1] + (1,)).astype(np.float32)
+    layer = viewer.add_image(noisy, name="photo", rgb=True)
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = layer
+    click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
+    out = viewer.layers["photo [adl]"]
+    assert out.metadata["napari_adl_denoise"]["model"]["name"] == DEFAULT_MODELS[2, 1]
+    np.testing.assert_allclose(out.data, denoise(noisy, channel_axis=-1), atol=1e-3)
+    np.testing.assert_array_equal(layer.data, noisy)

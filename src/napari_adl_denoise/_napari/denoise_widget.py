@@ -13,8 +13,9 @@ from .._chunked import discard_store, is_lazy, iter_write, scratch_store
 from .._device import available_devices
 from ..inference import (
     NOISE_MODELS,
-    gray_as_colour,
+    colour_route,
     iter_denoise,
+    iter_opponent,
     join_alpha,
     resolve_noise_model,
     robust_range,
@@ -296,17 +297,22 @@ class DenoiseWidget(JobDock):
         def job():
             nonlocal inputs
             kwargs = dict(params)
-            card = None
+            card = route = None
             if learned:
-                # a gray image stored as colour: the gray model on one channel, as denoise does
-                gray = (
-                    channels == 3
-                    and not lazy
-                    and gray_as_colour(data, -1, method, model, layout["spatial_dims"])
-                )
-                loaded = as_loaded_model(model, layout["spatial_dims"], 1 if gray else channels, method)
+                # the colour routes of denoise (its gray model), with the model loaded here for its card
+                if channels == 3 and not lazy:
+                    route = colour_route(
+                        data if whole is None or is_lazy(whole) else whole,  # a preview: as its Run
+                        -1,
+                        method,
+                        model,
+                        layout["spatial_dims"],
+                        params["noise_model"],
+                        device=params["device"],
+                    )
+                loaded = as_loaded_model(model, layout["spatial_dims"], 1 if route else channels, method)
                 kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
-                if gray:
+                if route == "gray":
                     inputs, kwargs["channel_axis"] = data[..., 0], None
             else:
                 kwargs.update(device="auto", tile_shape=None)
@@ -324,6 +330,9 @@ class DenoiseWidget(JobDock):
 
                 store = yield from iter_write(data, scratch_store(), **kwargs)
                 return join_alpha(dask.array.from_zarr(str(store)), alpha), None, card, store
+            if route == "opponent":
+                result = yield from iter_opponent(inputs, **kwargs)
+                return join_alpha(result, alpha)[keep], None, card, None
             if noise_map is None:
                 result = colour((yield from iter_denoise(inputs, **kwargs)))
                 return join_alpha(result, alpha)[keep], None, card, None
