@@ -36,6 +36,32 @@ def test_png_rgb_keeps_colour_and_integer_type(noisy_png, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_colour_noise_the_channels_share_is_named_and_denoised_as_the_api_does(tmp_path, capsys):
+    clean = skdata.astronaut()[:96, :128].astype(np.float32)
+    shared = np.random.default_rng(0).normal(0, 25, clean.shape[:-1] + (1,)).astype(np.float32)
+    for name, noisy, told in (
+        ("shared", clean + shared, True),
+        ("own", add_noise(clean, sigma=25, seed=0), False),
+    ):
+        tifffile.imwrite(tmp_path / f"{name}.tif", noisy)
+        assert (
+            main(
+                [
+                    "denoise",
+                    str(tmp_path / f"{name}.tif"),
+                    str(tmp_path / f"{name}-out.tif"),
+                    "--channel-axis",
+                    "-1",
+                ]
+            )
+            == 0
+        )
+        err = capsys.readouterr().err
+        assert ("noise the colour channels share" in err) is told and ("adl-2d-gray-real" in err) is told
+        expected = denoise(noisy, channel_axis=-1)
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{name}-out.tif"), expected)
+
+
 def test_png_16_bit_colour_and_gray_with_alpha_keep_their_depth_and_alpha(noisy_png, tmp_path):
     from napari_adl_denoise.io import read_image, write_image
 

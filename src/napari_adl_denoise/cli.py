@@ -254,7 +254,7 @@ def _check_output(output: str, *inputs: str) -> None:
 def _denoise(args: argparse.Namespace) -> int:
 
     from ._chunked import iter_compute, iter_write
-    from .inference import iter_denoise, join_alpha, layout, split_alpha
+    from .inference import colour_route, iter_denoise, join_alpha, layout, split_alpha
     from .io import image_format, read_image, write_image
     from .methods import get_method, plan_denoise
 
@@ -315,17 +315,20 @@ def _denoise(args: argparse.Namespace) -> int:
     if get_method(args.method).learned:  # the model, tiles and memory, before the work
         sd, channels, axis = layout(data.shape, channel_axis, args.spatial_dims)
         shape = tuple(n for a, n in enumerate(data.shape) if a != axis)
+        route = None  # denoise's choice for a colour image, told here (it measures it again)
+        if channels == 3:
+            route = colour_route(data, axis, args.method, args.model, sd, noise_model, device=args.device)
         job = plan_denoise(
             shape,
             sd,
-            channels,
+            1 if route else channels,
             method=args.method,
             model=args.model,
             device=args.device,
             tile_shape=args.tile,
             overlap=args.overlap,
         )
-        print(f"{args.method}: {job.describe()}", file=sys.stderr)
+        print(f"{args.method}: {job.describe()}{_ROUTES.get(route, '')}", file=sys.stderr)
     result = _run(iter_denoise(data, args.method, **kwargs, **options), args.method)
     result = join_alpha(result, alpha)
     write_image(args.output, result, like=src)
@@ -335,6 +338,12 @@ def _denoise(args: argparse.Namespace) -> int:
         write_image(args.noise_map, noise, like=src)
         print(f"wrote {args.noise_map} (estimated noise, shape {noise.shape})")
     return 0
+
+
+_ROUTES = {
+    "gray": "; a gray image stored as colour: the gray model, into each channel",
+    "opponent": "; noise the colour channels share: the gray model on the luminance and colour differences",
+}
 
 
 def _run(steps, description: str):
