@@ -1045,3 +1045,26 @@ def test_denoise_dock_gives_colour_noise_the_channels_share_to_the_gray_model(vi
     assert out.metadata["napari_adl_denoise"]["model"]["name"] == DEFAULT_MODELS[2, 1]
     np.testing.assert_allclose(out.data, denoise(noisy, channel_axis=-1), atol=1e-3)
     np.testing.assert_array_equal(layer.data, noisy)
+
+
+def test_compare_follows_the_latest_result_its_noisy_source_and_that_ones_clean_layer(viewer, qtbot):
+    """Simulate noise, then Denoise: Compare (opened before or after) scores the result against
+    the clean layer the noise was simulated on, not the first layers of the list."""
+    clean = viewer.add_image(data.camera()[:64, :96], name="clean")
+    viewer.add_image(data.camera()[64:128, :96], name="other")
+    noise = add_widget(viewer, "Simulate noise")
+    noise.image.value = clean
+    click_and_wait(qtbot, noise, noise.run_button, lambda: len(viewer.layers) == 3)
+    noisy = viewer.layers[2]
+    compare = add_widget(viewer, "Compare")
+    compare.noisy.value = viewer.layers["other"]
+    dock = add_widget(viewer, "Denoise")
+    dock.image.value, dock.method.value = noisy, "tv"
+    click_and_wait(qtbot, dock, dock.run_button, lambda: len(viewer.layers) >= 4)
+    result = next(la for la in viewer.layers if la.name == f"{noisy.name} [tv]")
+    qtbot.waitUntil(lambda: compare.denoised.value == [result], timeout=10_000)
+    assert compare.noisy.value is noisy and compare.reference.value is clean
+    viewer.window.remove_dock_widget("all")
+    reopened = add_widget(viewer, "Compare")
+    assert reopened.noisy.value is noisy and reopened.reference.value is clean
+    assert reopened.denoised.value == [result]

@@ -155,6 +155,7 @@ class CompareWidget(Dock):
         viewer.dims.events.current_step.connect(self.update_profile)
         viewer.layers.events.inserted.connect(self._line_on_top)
         keep_fresh(viewer, self)
+        self._follow_result()
         self._default_mode(self.noisy.value)
 
     # -- which layers ------------------------------------------------------------------------------
@@ -249,10 +250,33 @@ class CompareWidget(Dock):
         layer.events.data.connect(self.update_profile)
         return layer
 
-    def _line_on_top(self, *_) -> None:
-        """Keep the profile line above the layers added after it, which would hide it (once the
-        insertion is done: napari's list is not moved within its own event)."""
+    def _line_on_top(self, event=None) -> None:
+        """Keep the profile line above the layers added after it, which would hide it, and
+        follow a denoised result added (once the insertion is done: napari's list is not moved,
+        nor the choices reset, within its own event)."""
         QTimer.singleShot(0, self._raise_line)
+        if event is not None and _source(event.value, "denoised") is not None:
+            QTimer.singleShot(0, lambda: self._follow_result(event.value))
+
+    def _follow_result(self, result: Image | None = None) -> None:
+        """Compare ``result`` (by default the last denoised layer) with the layer it was denoised
+        from as Noisy and, when that one's noise was simulated, its clean layer as Reference."""
+        layers = self._viewer.layers
+        if result is None:
+            result = next((la for la in reversed(layers) if _source(la, "denoised") is not None), None)
+        if self._closed or result is None or result not in layers:
+            return
+        name = _source(result, "denoised")
+        noisy = next((la for la in layers if la.name == name), None)
+        if not isinstance(noisy, Image):
+            return
+        self.reset_choices()  # the layers as they are now
+        clean = _source(noisy, "noisy")
+        self.noisy.value = noisy
+        reference = next((la for la in layers if la.name == clean and isinstance(la, Image)), None)
+        if reference is not None:
+            self.reference.value = reference
+        self.denoised.value = [result]
 
     def _raise_line(self) -> None:
         layers, line = self._viewer.layers, self._line_layer
@@ -444,3 +468,14 @@ class CompareWidget(Dock):
         path, _ = QFileDialog.getSaveFileName(self.native, "Export", "", pattern)
         if path:
             self.message.value = f"saved {export(path)}"
+
+
+def _source(layer, kind: str) -> str | None:
+    """The name of the layer that ``layer`` was made from by this plugin, if it is a ``kind``
+    ("denoised": a result of Denoise or the Layers menu; "noisy": Simulate noise's output)."""
+    made = layer.metadata.get("napari_adl_denoise") if isinstance(layer, Image) else None
+    if not isinstance(made, dict) or "source_layer" not in made or "plane" in made:  # a preview: a part
+        return None
+    if ("noise" in made) != (kind == "noisy"):
+        return None
+    return made["source_layer"]
