@@ -1025,7 +1025,7 @@ def test_denoise_dock_gives_a_gray_image_stored_as_colour_the_gray_model(viewer,
     widget.image.value = layer
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
     out = viewer.layers["xray [adl]"]
-    assert out.data.shape == (64, 80, 3)
+    assert out.data.shape == (64, 80, 3) and out.metadata["napari_adl_denoise"]["colour_route"] == "gray"
     assert out.metadata["napari_adl_denoise"]["model"]["name"] == DEFAULT_MODELS[2, 1]
     expected = denoise(gray)
     for c in range(3):
@@ -1043,6 +1043,8 @@ def test_denoise_dock_gives_colour_noise_the_channels_share_to_the_gray_model(vi
     click_and_wait(qtbot, widget, widget.run_button, lambda: len(viewer.layers) == 2)
     out = viewer.layers["photo [adl]"]
     assert out.metadata["napari_adl_denoise"]["model"]["name"] == DEFAULT_MODELS[2, 1]
+    assert out.metadata["napari_adl_denoise"]["colour_route"] == "opponent"
+    assert "noise the colour channels share" in widget.status.value
     np.testing.assert_allclose(out.data, denoise(noisy, channel_axis=-1), atol=1e-3)
     np.testing.assert_array_equal(layer.data, noisy)
 

@@ -254,7 +254,7 @@ def _check_output(output: str, *inputs: str) -> None:
 def _denoise(args: argparse.Namespace) -> int:
 
     from ._chunked import iter_compute, iter_write
-    from .inference import colour_route, iter_denoise, join_alpha, layout, split_alpha
+    from .inference import COLOUR_ROUTES, colour_route, iter_denoise, join_alpha, layout, split_alpha
     from .io import image_format, read_image, write_image
     from .methods import get_method, plan_denoise
 
@@ -328,7 +328,8 @@ def _denoise(args: argparse.Namespace) -> int:
             tile_shape=args.tile,
             overlap=args.overlap,
         )
-        print(f"{args.method}: {job.describe()}{_ROUTES.get(route, '')}", file=sys.stderr)
+        how = f"; {COLOUR_ROUTES[route]}" if route else ""
+        print(f"{args.method}: {job.describe()}{how}", file=sys.stderr)
     result = _run(iter_denoise(data, args.method, **kwargs, **options), args.method)
     result = join_alpha(result, alpha)
     write_image(args.output, result, like=src)
@@ -338,12 +339,6 @@ def _denoise(args: argparse.Namespace) -> int:
         write_image(args.noise_map, noise, like=src)
         print(f"wrote {args.noise_map} (estimated noise, shape {noise.shape})")
     return 0
-
-
-_ROUTES = {
-    "gray": "; a gray image stored as colour: the gray model, into each channel",
-    "opponent": "; noise the colour channels share: the gray model on the luminance and colour differences",
-}
 
 
 def _run(steps, description: str):

@@ -235,6 +235,12 @@ SHARED_NOISE = (0.6, 5 / 255)
 0.6 times the luminance's variance (over 18 % of each channel's noise variance shared, where the
 two routes measured level) and the shared part is at least 5/255 of the intensity range."""
 
+COLOUR_ROUTES = {
+    "gray": "a gray image stored as colour: the gray model, into each channel",
+    "opponent": "noise the colour channels share: the gray model on the luminance and colour differences",
+}
+"""What each :func:`colour_route` does, in words (the command line and the Denoise dock say it)."""
+
 
 def gray_as_colour(array: np.ndarray, channel_axis: int) -> bool:
     """Whether the three channels of a colour ``array`` are equal everywhere (a gray image stored

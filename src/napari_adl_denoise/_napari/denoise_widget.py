@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QSizePolicy
 from .._chunked import discard_store, is_lazy, iter_write, scratch_store
 from .._device import available_devices
 from ..inference import (
+    COLOUR_ROUTES,
     NOISE_MODELS,
     colour_route,
     iter_denoise,
@@ -290,14 +291,15 @@ class DenoiseWidget(JobDock):
             whole = split_alpha(whole, layer.rgb)[0]
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
         inputs = data  # what the job denoises: one channel of a gray image stored as colour
+        route = None  # a colour image's route to the gray model (denoise's colour_route)
 
         def colour(result: np.ndarray) -> np.ndarray:  # a gray result back into the layer's channels
             return np.repeat(result[..., None], 3, axis=-1) if inputs is not data else result
 
         def job():
-            nonlocal inputs
+            nonlocal inputs, route
             kwargs = dict(params)
-            card = route = None
+            card = None
             if learned:
                 # the colour routes of denoise (its gray model), with the model loaded here for its card
                 if channels == 3 and not lazy:
@@ -345,6 +347,8 @@ class DenoiseWidget(JobDock):
         def add(output) -> None:
             result, noise, card, store = output
             metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
+            if route is not None:
+                metadata["napari_adl_denoise"]["colour_route"] = route
             if store is not None:
                 metadata["napari_adl_denoise"]["store"] = str(store)  # where the lazy result lives
             name = f"{source.name} [{method}{_model_suffix(method, model, card, layout, channels)}]"
@@ -359,7 +363,8 @@ class DenoiseWidget(JobDock):
                 self._forget_with(store)
             if noise is not None:
                 self._add_noise_map(noise, added.name, metadata, placement, replace=preview)
-            self.status.value = f"added '{added.name}'"  # napari renames a clash: 'x [adl] [1]'
+            how = f" ({COLOUR_ROUTES[route]})" if route else ""
+            self.status.value = f"added '{added.name}'{how}"  # napari renames a clash: 'x [adl] [1]'
 
         what = f"plane {tuple(planes)} of '{layer.name}'" if preview else f"'{layer.name}'"
         self.start(job, f"Denoise {layer.name} ({method})", add, f"denoising {what} with {method}...")
