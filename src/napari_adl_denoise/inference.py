@@ -309,7 +309,7 @@ def shared_colour_noise(
         return None
     top, left = (h - min(h, 256)) // 2, (w - min(w, 256)) // 2
     crop = np.asarray(item[top : top + 256, left : left + 256], dtype=np.float64)
-    lo, hi = intensity_range if intensity_range is not None else robust_range(array)
+    lo, hi = image_range(array, intensity_range)
     if not hi > lo:
         return None
     noise = []
@@ -350,7 +350,7 @@ def iter_opponent(
     """
     array = np.asarray(image)
     rgb = np.moveaxis(array, channel_axis, -1)  # a view
-    lo, hi = intensity_range if intensity_range is not None else robust_range(array)
+    lo, hi = image_range(array, intensity_range)
     out = np.zeros(rgb.shape, dtype=np.float32)
     for k, row in enumerate(OPPONENT):
         channel = np.zeros(rgb.shape[:-1], dtype=np.float32)
@@ -508,6 +508,23 @@ class IntensityMap:
         return y
 
 
+def image_range(image: Any, intensity_range: Any = None) -> tuple[float, float]:
+    """``intensity_range`` as two floats, checked (ValueError, one line), or by default
+    :func:`robust_range` of ``image``."""
+    if intensity_range is None:
+        lo, hi = robust_range(image)
+        if not np.isfinite([lo, hi]).all():  # a lazy image's values are checked block by block
+            raise ValueError("image contains NaN or infinite values")
+        return lo, hi
+    try:
+        lo, hi = (float(v) for v in intensity_range)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not (np.isfinite([lo, hi]).all() and hi > lo):
+        raise ValueError(f"intensity_range must be two finite numbers, low < high, got {intensity_range!r}")
+    return lo, hi
+
+
 def intensity_map(
     image: Any,
     noise_model: str | NoiseModel | None,
@@ -519,19 +536,7 @@ def intensity_map(
     """The job's :class:`IntensityMap`, or None for a constant image (its own denoised version).
     A classical method under a transform gets the transform's unit noise as its ``sigma``."""
     stabiliser = resolve_noise_model(noise_model, image, channel_axis=channel_axis)
-    if intensity_range is None:
-        lo, hi = robust_range(image)
-        if not np.isfinite([lo, hi]).all():  # a lazy image's values are checked block by block
-            raise ValueError("image contains NaN or infinite values")
-    else:
-        try:
-            lo, hi = (float(v) for v in intensity_range)
-        except (TypeError, ValueError):
-            lo = hi = float("nan")
-        if not (np.isfinite([lo, hi]).all() and hi > lo):
-            raise ValueError(
-                f"intensity_range must be two finite numbers, low < high, got {intensity_range!r}"
-            )
+    lo, hi = image_range(image, intensity_range)
     if stabiliser is not None:  # monotone: it maps the percentiles to the transformed image's
         lo, hi = (float(v) for v in _vst.forward(np.array([lo, hi]), stabiliser))
     scale = hi - lo
