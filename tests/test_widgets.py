@@ -1070,3 +1070,7 @@ def test_compare_follows_the_latest_result_its_noisy_source_and_that_ones_clean_
     reopened = add_widget(viewer, "Compare")
     assert reopened.noisy.value is noisy and reopened.reference.value is clean
     assert reopened.denoised.value == [result]
+    dock.image.value = viewer.layers["other"]  # an image with no known clean layer
+    click_and_wait(qtbot, dock, dock.run_button, lambda: "other [tv]" in viewer.layers)
+    qtbot.waitUntil(lambda: reopened.noisy.value is viewer.layers["other"], timeout=10_000)
+    assert reopened.reference.value is None and reopened.denoised.value == [viewer.layers["other [tv]"]]

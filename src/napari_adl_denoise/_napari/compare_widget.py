@@ -260,7 +260,8 @@ class CompareWidget(Dock):
 
     def _follow_result(self, result: Image | None = None) -> None:
         """Compare ``result`` (by default the last denoised layer) with the layer it was denoised
-        from as Noisy and, when that one's noise was simulated, its clean layer as Reference."""
+        from as Noisy and, when that one's noise was simulated, its clean layer as Reference (else
+        none, when Noisy changes)."""
         layers = self._viewer.layers
         if result is None:
             result = next((la for la in reversed(layers) if _source(la, "denoised") is not None), None)
@@ -272,9 +273,10 @@ class CompareWidget(Dock):
             return
         self.reset_choices()  # the layers as they are now
         clean = _source(noisy, "noisy")
+        new = noisy is not self.noisy.value
         self.noisy.value = noisy
         reference = next((la for la in layers if la.name == clean and isinstance(la, Image)), None)
-        if reference is not None:
+        if reference is not None or new:  # another image's clean layer would mislead: none then
             self.reference.value = reference
         self.denoised.value = [result]
 
