@@ -554,6 +554,8 @@ def test_fine_tune_widget_saves_a_model_the_denoise_dock_lists_and_uses(viewer, 
     )
     assert "best validation PSNR" in widget.status.value and "(start " in widget.status.value
     assert "Denoise lists it as my-model" in widget.status.value
+    scores = widget._scores  # said when no step beat the starting model (its weights were saved)
+    assert ("No step beat the starting model" in widget.status.value) == (scores["best"] <= scores["start"])
     assert widget.output.value == user_models / "my-model-2.safetensors"  # the next run keeps this one
     np.testing.assert_array_equal(layer.data, before)
     card = model_info("my-model").card

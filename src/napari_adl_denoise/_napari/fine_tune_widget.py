@@ -512,7 +512,14 @@ class FineTuneWidget(JobDock):
                 return
             where = f"Denoise lists it as {path.stem}" if yours else "choose it in Denoise > Model file"
             stopped = f"stopped at step {self.progress.value}: " if self._stopping else ""
-            self.status.value = f"{stopped}saved {path.name}: {self._summary()}; {where}"
+            s = self._scores
+            same = "start" in s and s.get("best", s["start"]) <= s["start"]
+            unchanged = (
+                ". No step beat the starting model, so these are its weights: try more steps or images"
+                if same
+                else ""
+            )
+            self.status.value = f"{stopped}saved {path.name}: {self._summary()}; {where}{unchanged}"
             self.eta.value = f"done in {_duration(self._elapsed)}"
             if yours:  # the next run does not overwrite this one by default
                 self.output.value = _free_name()
