@@ -9,6 +9,7 @@ from magicgui.widgets import Label, PushButton, Widget
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QSizePolicy
 
 from ._dock import Dock
 from ._layers import on_close
@@ -102,6 +103,8 @@ class JobDock(Dock):
         )
         self.status = Label(label="")
         self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
+        # ...at the dock's width: a wrapping label's own preferred width is about 120 px
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         super().__init__([*widgets, self.run_button, self.cancel_button, self.status])
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
