@@ -198,10 +198,13 @@ def test_stack_slice_by_slice(tmp_path):
             ["denoise", "{tmp}/in.png", "{tmp}/o.png", "--model", "{tmp}/absent.safetensors"],
             "model file not found",
         ),
+        # said before the model's plan line, so the whole answer is that one line
+        (["denoise", "{tmp}/nan.npy", "{tmp}/o.npy"], "image contains NaN or infinite values"),
     ],
 )
 def test_bad_paths_and_formats_exit_2_with_one_line(args, message, noisy_png, tmp_path, capsys):
     (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    np.save(tmp_path / "nan.npy", np.full((32, 32), np.nan, np.float32))
     before = noisy_png.read_bytes()
     code = main([a.format(tmp=tmp_path) for a in args])
     err = capsys.readouterr().err

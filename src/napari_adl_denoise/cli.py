@@ -254,7 +254,16 @@ def _check_output(output: str, *inputs: str) -> None:
 def _denoise(args: argparse.Namespace) -> int:
 
     from ._chunked import iter_compute, iter_write
-    from .inference import COLOUR_ROUTES, colour_route, iter_denoise, join_alpha, layout, split_alpha
+    from .inference import (
+        COLOUR_ROUTES,
+        check_dtype,
+        check_values,
+        colour_route,
+        iter_denoise,
+        join_alpha,
+        layout,
+        split_alpha,
+    )
     from .io import image_format, read_image, write_image
     from .methods import get_method, plan_denoise
 
@@ -313,6 +322,8 @@ def _denoise(args: argparse.Namespace) -> int:
         print(f"wrote {args.output} ({args.method}, shape {result.shape})")
         return 0
     if get_method(args.method).learned:  # the model, tiles and memory, before the work
+        check_dtype(data)  # a bad image is said before the plan, not after it
+        check_values(data)
         sd, channels, axis = layout(data.shape, channel_axis, args.spatial_dims)
         shape = tuple(n for a, n in enumerate(data.shape) if a != axis)
         route = None  # denoise's choice for a colour image, told here (it measures it again)
