@@ -120,6 +120,17 @@ def test_the_memory_line_of_a_volume_names_the_three_slicing_directions(viewer):
     )
 
 
+def test_the_memory_line_of_a_colour_image_names_the_gray_model_it_may_take(viewer):
+    widget = add_widget(viewer, "Denoise")
+    widget.image.value = viewer.add_image(np.zeros((40, 48, 3), dtype=np.uint8), name="rgb")
+    colour, gray = model_info(DEFAULT_MODELS[2, 3]), model_info(DEFAULT_MODELS[2, 1])
+    assert f"({colour.name}, b = {colour.config.filter_base}); {gray.name} where the colour" in (
+        widget.memory.value
+    )
+    widget.model.value = colour.name  # a model asked for by name is the one that runs
+    assert gray.name not in widget.memory.value
+
+
 def test_denoise_widget_with_a_model_file_on_a_3d_volume(viewer, qtbot, tiny_3d, tmp_path):
     path = save_model(tiny_3d, tmp_path / "tiny3d.safetensors", {"description": "tiny test model"})
     volume = add_noise(data.camera()[:20, :40, None].repeat(24, axis=2), sigma=20, seed=0)

@@ -236,6 +236,12 @@ class DenoiseWidget(JobDock):
         except NoModelError:  # said before Run: this method has no bundled model for such data
             kind = f"{sd}D {'RGB' if layer.rgb else 'gray'}"
             return f"no bundled {self.method.value} model for {kind} data: choose a model file"
+        if layer.rgb and model is None:  # denoise's colour routes (colour_route), measured at Run
+            try:
+                gray = default_model_info(sd, 1, method=self.method.value).name
+            except NoModelError:
+                return job.describe()
+            return f"{job.describe()}; {gray} where the colour channels share the noise (measured at Run)"
         return job.describe()
 
     # -- actions -------------------------------------------------------------------------------
