@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
@@ -296,67 +296,16 @@ class DenoiseWidget(JobDock):
         if whole is not None:
             whole = split_alpha(whole, layer.rgb)[0]
         channels = 3 if layer.rgb else 1  # the worker sees arrays and plain values, never layers
-        inputs = data  # what the job denoises: one channel of a gray image stored as colour
-        route = None  # a colour image's route to the gray model (denoise's colour_route)
-
-        def colour(result: np.ndarray) -> np.ndarray:  # a gray result back into the layer's channels
-            return np.repeat(result[..., None], 3, axis=-1) if inputs is not data else result
 
         def job():
-            nonlocal inputs, route
-            kwargs = dict(params)
-            card = None
-            if learned:
-                # the colour routes of denoise (its gray model), with the model loaded here for its card
-                if channels == 3 and not lazy:
-                    route = colour_route(
-                        data if whole is None or is_lazy(whole) else whole,  # a preview: as its Run
-                        -1,
-                        method,
-                        model,
-                        layout["spatial_dims"],
-                        params["noise_model"],
-                        device=params["device"],
-                    )
-                loaded = as_loaded_model(model, layout["spatial_dims"], 1 if route else channels, method)
-                kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
-                if route == "gray":
-                    inputs, kwargs["channel_axis"] = data[..., 0], None
-            else:
-                kwargs.update(device="auto", tile_shape=None)
-            if whole is not None:  # a preview: the whole layer's range, noise and weights, as a Run has
-                kwargs["intensity_range"] = robust_range(whole)
-                if layout["spatial_dims"] == 3:  # a 2D model's directions, weighed as for the volume
-                    kwargs["plane_weights"] = plane_weights(
-                        whole.shape[-4:-1] if channels == 3 else whole.shape[-3:]
-                    )
-                kwargs["noise_model"] = resolve_noise_model(
-                    kwargs["noise_model"], whole, channel_axis=-1 if channels == 3 else None
-                )
-            if lazy:
-                import dask.array
+            return denoise_job(
+                data, params, model=model, channels=channels, alpha=alpha, whole=whole, keep=keep,
+                noise_map=noise_map, lazy=lazy,
+            )  # fmt: skip
 
-                store = yield from iter_write(data, scratch_store(), **kwargs)
-                return join_alpha(dask.array.from_zarr(str(store)), alpha), None, card, store
-            if route == "opponent":
-                result = yield from iter_opponent(inputs, **kwargs)
-                return join_alpha(result, alpha)[keep], None, card, None
-            if noise_map is None:
-                result = colour((yield from iter_denoise(inputs, **kwargs)))
-                return join_alpha(result, alpha)[keep], None, card, None
-            # the estimate costs about half a run: two thirds of the bar, then one third
-            result = colour((yield from _scaled(iter_denoise(inputs, **kwargs), 0.0, 2 / 3)))
-            del kwargs["method"]
-            noise = colour((yield from _scaled(noise_map(inputs, **kwargs), 2 / 3, 1 / 3)))
-            return join_alpha(result, alpha)[keep], noise[keep], card, None
-
-        def add(output) -> None:
-            result, noise, card, store = output
-            metadata = {"napari_adl_denoise": {**params, "model": card, "source_layer": source.name}}
-            if route is not None:
-                metadata["napari_adl_denoise"]["colour_route"] = route
-            if store is not None:
-                metadata["napari_adl_denoise"]["store"] = str(store)  # where the lazy result lives
+        def add(done: Denoised) -> None:
+            result, noise, card, store, route = done
+            metadata = done.metadata(params, source.name)
             name = f"{source.name} [{method}{_model_suffix(method, model, card, layout, channels)}]"
             placement = copy_placement(source)
             if preview:
@@ -422,6 +371,96 @@ class DenoiseWidget(JobDock):
             index[-1] = slice(start, start + PREVIEW_SLAB)
             keep = (*[slice(None)] * (lead - 1), slice(k - start, k - start + 1))
         return np.asarray(data[tuple(index)]), planes, keep
+
+
+class Denoised(NamedTuple):
+    """What :func:`denoise_job` made: the result (lazy: a dask array over ``store``), the noise
+    estimate or None, the model's card (learned methods) and the colour route taken."""
+
+    result: Any
+    noise: np.ndarray | None
+    card: dict | None
+    store: Any
+    route: str | None
+
+    def metadata(self, params: dict, source: str) -> dict:
+        """The result layer's metadata: the job's parameters, model, route, source and store."""
+        info = {**params, "model": self.card, "source_layer": source}
+        if self.route is not None:
+            info["colour_route"] = self.route
+        if self.store is not None:
+            info["store"] = str(self.store)  # where the lazy result lives
+        return {"napari_adl_denoise": info}
+
+
+def denoise_job(
+    data: Any,
+    params: dict,
+    *,
+    model: Any,
+    channels: int,
+    alpha: np.ndarray | None = None,
+    whole: Any = None,
+    keep: tuple = (),
+    noise_map: Any = None,
+    lazy: bool = False,
+):
+    """Denoise a layer's ``data`` (its alpha split off) as the Denoise dock does: a generator of
+    progress returning :class:`Denoised`. ``params`` are :func:`iter_denoise`'s arguments with the
+    method; a learned method loads its model here for the result's card and takes ``denoise``'s
+    colour routes. ``whole`` is the whole layer when ``data`` is a preview's region (its intensity
+    range, noise model and plane weights are the Run's), ``keep`` what of the region's result to
+    keep; ``noise_map`` the method's noise estimate, made after the result; ``lazy`` writes a
+    dask or Zarr layer block by block into a scratch Zarr store."""
+    method, learned = params["method"], get_method(params["method"]).learned
+    spatial_dims = params["spatial_dims"]
+    kwargs, card, route = dict(params), None, None
+    inputs = data  # what is denoised: one channel of a gray image stored as colour
+
+    def colour(result: np.ndarray) -> np.ndarray:  # a gray result back into the layer's channels
+        return np.repeat(result[..., None], 3, axis=-1) if inputs is not data else result
+
+    if learned:
+        # the colour routes of denoise (its gray model), with the model loaded here for its card
+        if channels == 3 and not lazy:
+            route = colour_route(
+                data if whole is None or is_lazy(whole) else whole,  # a preview: as its Run
+                -1,
+                method,
+                model,
+                spatial_dims,
+                params["noise_model"],
+                device=params["device"],
+            )
+        loaded = as_loaded_model(model, spatial_dims, 1 if route else channels, method)
+        kwargs["model"], card = loaded, {"name": loaded.name, **loaded.card}
+        if route == "gray":
+            inputs, kwargs["channel_axis"] = data[..., 0], None
+    else:
+        kwargs.update(device="auto", tile_shape=None)
+    if whole is not None:  # a preview: the whole layer's range, noise and weights, as a Run has
+        kwargs["intensity_range"] = robust_range(whole)
+        if spatial_dims == 3:  # a 2D model's directions, weighed as for the volume
+            kwargs["plane_weights"] = plane_weights(whole.shape[-4:-1] if channels == 3 else whole.shape[-3:])
+        kwargs["noise_model"] = resolve_noise_model(
+            kwargs["noise_model"], whole, channel_axis=-1 if channels == 3 else None
+        )
+    if lazy:
+        import dask.array
+
+        store = yield from iter_write(data, scratch_store(), **kwargs)
+        return Denoised(join_alpha(dask.array.from_zarr(str(store)), alpha), None, card, store, None)
+    if route == "opponent":
+        result = yield from iter_opponent(inputs, **kwargs)
+        return Denoised(join_alpha(result, alpha)[keep], None, card, None, route)
+    if noise_map is None:
+        result = colour((yield from iter_denoise(inputs, **kwargs)))
+        return Denoised(join_alpha(result, alpha)[keep], None, card, None, route)
+    # the estimate costs about half a run: two thirds of the bar, then one third
+    result = colour((yield from _scaled(iter_denoise(inputs, **kwargs), 0.0, 2 / 3)))
+    del kwargs["method"]
+    noise = colour((yield from _scaled(noise_map(inputs, **kwargs), 2 / 3, 1 / 3)))
+    return Denoised(join_alpha(result, alpha)[keep], noise[keep], card, None, route)
 
 
 @dataclass(frozen=True)
