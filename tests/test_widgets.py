@@ -205,7 +205,7 @@ def test_the_memory_estimate_is_for_the_model_that_will_run(viewer):
     assert widget.memory.value.endswith(f"({gray}, b = {widths[gray]})")
     widget.image.value = viewer.add_image(data.astronaut()[:64, :96], name="rgb")
     rgb = DEFAULT_MODELS[2, 3]
-    assert widget.memory.value.endswith(f"({rgb}, b = {widths[rgb]})")
+    assert f"({rgb}, b = {widths[rgb]}); {gray} where the colour channels share" in widget.memory.value
     widget.model.value = ui.MODEL_FILE  # none chosen yet: nothing to estimate
     assert widget.memory.value == ""
 
@@ -476,6 +476,22 @@ def test_sample_data_gives_clean_and_noisy_pairs(viewer, key, ndim):
     assert len(layers) == 2 and layers[0].name.endswith("(clean)") and layers[0].ndim == ndim
     assert layers[0].data.shape == layers[1].data.shape
     assert not np.array_equal(layers[0].data, layers[1].data)
+    # the noisy layer names its clean one, as Simulate noise's output does (Compare pairs them)
+    made = layers[1].metadata["napari_adl_denoise"]
+    assert made["source_layer"] == layers[0].name and made["noise"] in layers[1].name
+    if key == "mri-3d":  # the NIfTI header travels with both
+        assert "nifti" in layers[0].metadata and "nifti" in layers[1].metadata
+
+
+def test_compare_scores_a_denoised_sample_against_its_clean_layer(viewer, qtbot):
+    clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
+    compare = add_widget(viewer, "Compare")
+    dock = add_widget(viewer, "Denoise")
+    dock.image.value, dock.method.value = noisy, "tv"
+    click_and_wait(qtbot, dock, dock.run_button, lambda: len(viewer.layers) >= 3)
+    result = next(la for la in viewer.layers if la.name == f"{noisy.name} [tv]")
+    qtbot.waitUntil(lambda: compare.denoised.value == [result], timeout=10_000)
+    assert compare.noisy.value is noisy and compare.reference.value is clean
 
 
 def test_layers_filter_menu_denoises_the_selected_image_with_the_defaults(viewer, qtbot):
@@ -504,6 +520,9 @@ def test_layers_filter_menu_denoises_the_selected_image_with_the_defaults(viewer
     qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=60_000)
     assert viewer.layers[1].name in ("noisy [nlm]", "noisy [adl]")
     np.testing.assert_array_equal(viewer.layers[1].scale, layer.scale)
+    made = viewer.layers[1].metadata["napari_adl_denoise"]  # as the Denoise dock records it
+    assert made["source_layer"] == "noisy" and made["model"]["name"] == DEFAULT_MODELS[2, 1]
+    np.testing.assert_allclose(viewer.layers[1].data, denoise(layer.data), atol=1e-4)
     # an RGB stack: the 2D RGB model slice by slice (it asked for a 3D RGB model before)
     stack = viewer.add_image(add_noise(data.astronaut()[None, :48, :64].repeat(3, axis=0), sigma=20, seed=0))
     assert stack.rgb and stack.ndim == 3  # napari's ndim leaves out the colour axis
@@ -1060,6 +1079,15 @@ def test_denoise_dock_gives_colour_noise_the_channels_share_to_the_gray_model(vi
     assert "noise the colour channels share" in widget.status.value
     np.testing.assert_allclose(out.data, denoise(noisy, channel_axis=-1), atol=1e-3)
     np.testing.assert_array_equal(layer.data, noisy)
+    # Layers > Filter > Denoise with defaults takes the same route and says so in the metadata
+    from napari_adl_denoise._napari.actions import denoise_layer
+
+    denoise_layer(layer, viewer)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 3, timeout=60_000)
+    made = viewer.layers[2]
+    assert made.metadata["napari_adl_denoise"]["colour_route"] == "opponent"
+    assert made.metadata["napari_adl_denoise"]["model"]["name"] == DEFAULT_MODELS[2, 1]
+    np.testing.assert_allclose(made.data, out.data, atol=1e-4)
 
 
 def test_compare_follows_the_latest_result_its_noisy_source_and_that_ones_clean_layer(viewer, qtbot):

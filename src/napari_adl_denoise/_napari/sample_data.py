@@ -7,12 +7,18 @@ import numpy as np
 from ..noise import add_noise
 
 
-def _pair(clean: np.ndarray, name: str, noise: dict, **kwargs) -> list[tuple]:
+def _pair(clean: np.ndarray, name: str, noise: dict, metadata: dict | None = None, **kwargs) -> list[tuple]:
+    """The clean layer and its noisy copy, whose metadata names the noise and the clean layer as
+    Simulate noise's output does (Compare then scores its denoised results against that layer)."""
     noisy = add_noise(clean, seed=0, **noise)
     label = ", ".join(f"{k}={v}" for k, v in noise.items())
+    params = {k: v for k, v in noise.items() if k != "kind"}
+    made = {"noise": noise["kind"], **params, "seed": 0, "source_layer": f"{name} (clean)"}
+    metadata = metadata or {}
+    noisy_metadata = {**metadata, "napari_adl_denoise": made}
     return [
-        (clean, {"name": f"{name} (clean)", **kwargs}, "image"),
-        (noisy, {"name": f"{name} ({label})", **kwargs}, "image"),
+        (clean, {"name": f"{name} (clean)", "metadata": metadata, **kwargs}, "image"),
+        (noisy, {"name": f"{name} ({label})", "metadata": noisy_metadata, **kwargs}, "image"),
     ]
 
 
