@@ -483,11 +483,21 @@ def test_sample_data_gives_clean_and_noisy_pairs(viewer, key, ndim):
         assert "nifti" in layers[0].metadata and "nifti" in layers[1].metadata
 
 
-def test_compare_scores_a_denoised_sample_against_its_clean_layer(viewer, qtbot):
+def test_docks_start_on_the_selected_layer_and_compare_pairs_a_sample(viewer, qtbot):
+    """A sample opens with its noisy layer selected: Denoise and Simulate noise start on it, and
+    Compare on it and its clean layer, then scores the denoised result against that layer."""
     clean, noisy = viewer.open_sample(PLUGIN, "microscopy-2d")
+    assert viewer.layers.selection.active is noisy
     compare = add_widget(viewer, "Compare")
+    assert compare.noisy.value is noisy and compare.reference.value is clean
+    simulate = add_widget(viewer, "Simulate noise")
+    assert simulate.image.value is noisy
     dock = add_widget(viewer, "Denoise")
-    dock.image.value, dock.method.value = noisy, "tv"
+    assert dock.image.value is noisy
+    viewer.layers.selection.active = clean  # a dock opened later starts on the layer selected then
+    viewer.window.remove_dock_widget(simulate.native)
+    assert add_widget(viewer, "Simulate noise").image.value is clean
+    dock.method.value = "tv"
     click_and_wait(qtbot, dock, dock.run_button, lambda: len(viewer.layers) >= 3)
     result = next(la for la in viewer.layers if la.name == f"{noisy.name} [tv]")
     qtbot.waitUntil(lambda: compare.denoised.value == [result], timeout=10_000)

@@ -32,6 +32,22 @@ def image_choices(viewer) -> list[tuple[str, Image]]:
     return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, Image)]
 
 
+def active_image(viewer) -> Image | None:
+    """napari's selected (active) layer when it is an image: the one just opened, added or
+    clicked in the layer list, which a dock starts on."""
+    active = viewer.layers.selection.active
+    return active if isinstance(active, Image) else None
+
+
+def start_on_active(viewer, combo) -> None:
+    """Set a dock's image ``combo`` to :func:`active_image` (else it keeps its first choice: a
+    sample's clean layer, when its noisy one is selected)."""
+    active = active_image(viewer)
+    if active is not None:
+        combo.reset_choices()
+        combo.value = next((layer for layer in combo.choices if layer.name == active.name), combo.value)
+
+
 def layer_array(layer: Image) -> np.ndarray:
     """The full-resolution data of an image layer as a numpy array (read-only use)."""
     data = layer.data[0] if layer.multiscale else layer.data

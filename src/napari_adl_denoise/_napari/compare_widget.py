@@ -25,6 +25,7 @@ from ._jobs import copy_placement, start_job
 from ._layers import (
     SLICES,
     VOLUME,
+    active_image,
     default_mode,
     image_choices,
     keep_fresh,
@@ -155,7 +156,8 @@ class CompareWidget(Dock):
         viewer.dims.events.current_step.connect(self.update_profile)
         viewer.layers.events.inserted.connect(self._line_on_top)
         keep_fresh(viewer, self)
-        self._follow_result()
+        if not self._follow_result():  # no result yet: a selected noisy layer with its clean one
+            self._pair(active_image(viewer))
         self._default_mode(self.noisy.value)
 
     # -- which layers ------------------------------------------------------------------------------
@@ -258,27 +260,36 @@ class CompareWidget(Dock):
         if event is not None and _source(event.value, "denoised") is not None:
             QTimer.singleShot(0, lambda: self._follow_result(event.value))
 
-    def _follow_result(self, result: Image | None = None) -> None:
+    def _follow_result(self, result: Image | None = None) -> bool:
         """Compare ``result`` (by default the last denoised layer) with the layer it was denoised
-        from as Noisy and, when that one's noise was simulated, its clean layer as Reference (else
-        none, when Noisy changes)."""
+        from as Noisy and, when that one's noise was simulated (Simulate noise, a sample), its
+        clean layer as Reference (else none, when Noisy changes). Whether there was one."""
         layers = self._viewer.layers
         if result is None:
             result = next((la for la in reversed(layers) if _source(la, "denoised") is not None), None)
         if self._closed or result is None or result not in layers:
-            return
+            return False
         name = _source(result, "denoised")
         noisy = next((la for la in layers if la.name == name), None)
         if not isinstance(noisy, Image):
+            return False
+        self._pair(noisy, always=True)
+        self.denoised.value = [result]
+        return True
+
+    def _pair(self, noisy: Image | None, always: bool = False) -> None:
+        """``noisy`` as Noisy and its clean layer (if known) as Reference; unless ``always``, only
+        a noisy layer whose clean one is known."""
+        layers = self._viewer.layers
+        clean = None if noisy is None else _source(noisy, "noisy")
+        reference = next((la for la in layers if la.name == clean and isinstance(la, Image)), None)
+        if noisy is None or (reference is None and not always):
             return
         self.reset_choices()  # the layers as they are now
-        clean = _source(noisy, "noisy")
         new = noisy is not self.noisy.value
-        self.noisy.value = noisy
-        reference = next((la for la in layers if la.name == clean and isinstance(la, Image)), None)
+        self.noisy.value = next((la for la in self.noisy.choices if la.name == noisy.name), noisy)
         if reference is not None or new:  # another image's clean layer would mislead: none then
             self.reference.value = reference
-        self.denoised.value = [result]
 
     def _raise_line(self) -> None:
         layers, line = self._viewer.layers, self._line_layer

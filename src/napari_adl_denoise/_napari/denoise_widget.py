@@ -45,6 +45,7 @@ from ._layers import (
     layout_args,
     model_arg,
     model_widgets,
+    start_on_active,
 )
 
 # A preview in 3D denoises this many planes around the current one: the 3D model's context in depth
@@ -190,6 +191,7 @@ class DenoiseWidget(JobDock):
         ):
             widget.changed.connect(self._refresh)
         keep_fresh(napari_viewer, self)
+        start_on_active(napari_viewer, self.image)
         self._default_mode(self.image.value)
         self._refresh()
 

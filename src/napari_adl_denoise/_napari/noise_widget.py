@@ -11,7 +11,7 @@ from napari.utils.notifications import show_warning
 from ..noise import NOISE_KINDS, NOISE_PARAMETERS, add_noise, estimate_noise, estimate_noise_model
 from ._dock import Dock
 from ._jobs import copy_placement, start_job
-from ._layers import image_choices, keep_fresh, layer_array
+from ._layers import image_choices, keep_fresh, layer_array, start_on_active
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ class NoiseWidget(Dock):
         self.estimate_button.changed.connect(self.estimate)
         self.run_button.changed.connect(self.run)
         keep_fresh(napari_viewer, self)
+        start_on_active(napari_viewer, self.image)
         self._show_parameters()
 
     def _show_parameters(self, *_) -> None:
