@@ -15,7 +15,7 @@ from conftest import drain, train_tiny
 from nibabel.testing import data_path
 from skimage import data
 
-from napari_adl_denoise import add_noise, denoise, load_model
+from napari_adl_denoise import add_noise, denoise, load_model, model_info
 from napari_adl_denoise.cli import main
 from napari_adl_denoise.models import EfficientUnet, EfficientUnetConfig
 from napari_adl_denoise.training import TrainingConfig, inflate_weights, load_config, train
@@ -446,12 +446,15 @@ def test_cli_train_prints_validation_lines_and_writes_the_model(images, tmp_path
 
 
 def test_cli_max_minutes_stops_with_a_resumable_checkpoint(images, tmp_path, capsys):
-    config = tiny_config(images, tmp_path / "timed", validate_every=100, checkpoint_every=100)
+    config = tiny_config(images, tmp_path / "timed", validate_every=100, checkpoint_every=100, keep="last")
     path = tmp_path / "config.json"
     path.write_text(config.model_dump_json())
     assert main(["train", str(path), "--max-minutes", "0.0001"]) == 0
     assert "continue with --resume" in capsys.readouterr().out
     assert torch.load(tmp_path / "timed" / "checkpoint.pt", weights_only=True)["step"] == 1
+    # the weights saved are those of the step it stopped at, scored (keep: last), not step 0's
+    card = model_info(tmp_path / "timed" / "tiny.safetensors").card
+    assert card["steps"] == 1 and "psnr" in card["validation"]
 
 
 def test_the_adversarial_term_judges_g_of_y_and_trains_the_denoiser_only(images, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -427,6 +428,7 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .training import load_config, train
+    from .training.engine import STOP
 
     config = load_config(args.config)
     steps = train(config, resume=args.resume, device=args.device)
@@ -443,6 +445,10 @@ def _train(args: argparse.Namespace) -> int:
                 if record.validation:
                     bar.write(_validation_line(record))
                 if deadline and time.monotonic() > deadline:
+                    if os.environ.get("WORLD_SIZE", "1") == "1":
+                        # one process: the latest weights are scored and kept as `keep` says
+                        with contextlib.suppress(StopIteration):
+                            steps.send(STOP)
                     steps.close()
                     print(
                         f"stopped after {args.max_minutes} min at step {record.step}; continue with --resume"
