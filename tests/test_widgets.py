@@ -1100,6 +1100,33 @@ def test_denoise_dock_gives_colour_noise_the_channels_share_to_the_gray_model(vi
     np.testing.assert_allclose(made.data, out.data, atol=1e-4)
 
 
+def test_clearing_the_viewer_with_compare_on_a_volume_ends(viewer, qtbot):
+    """Compare's profile line, removed with the other layers, is not drawn again while napari
+    removes them (it was, on every slice event of the removal: clearing or closing the viewer
+    never ended)."""
+    clean, noisy = viewer.open_sample(PLUGIN, "mri-3d")
+    compare = add_widget(viewer, "Compare")
+    made, scale = {"method": "tv", "source_layer": noisy.name}, noisy.scale
+    preview = {"napari_adl_denoise": {**made, "plane": [16]}}
+    viewer.add_image(noisy.data[16:17], name="preview", metadata=preview, scale=scale, translate=(32, 0, 0))
+    result = viewer.add_image(noisy.data / 2, name="r", scale=scale, metadata={"napari_adl_denoise": made})
+    qtbot.waitUntil(lambda: compare.denoised.value == [result], timeout=10_000)
+    assert "profile line" in viewer.layers
+    viewer.dims.set_current_step(0, 16)
+    added = []
+
+    def count(event) -> None:
+        added.append(event.value.name)
+        if len(added) > 20:  # the old loop: stop it, so that the test fails rather than hangs
+            compare._closed = True
+
+    viewer.layers.events.inserted.connect(count)
+    viewer.layers.clear()
+    assert len(viewer.layers) == 0 and len(added) <= 2, added[:5]
+    qtbot.wait(50)  # a line drawn later only if a noisy layer is left: none is
+    assert len(viewer.layers) == 0
+
+
 def test_compare_follows_the_latest_result_its_noisy_source_and_that_ones_clean_layer(viewer, qtbot):
     """Simulate noise, then Denoise: Compare (opened before or after) scores the result against
     the clean layer the noise was simulated on, not the first layers of the list."""

@@ -198,7 +198,7 @@ class CompareWidget(Dock):
         if self.noisy.value not in self._viewer.layers or not self._consistent():
             return  # no noisy layer, or one being removed
         self.update_histograms()
-        self.update_profile()
+        self.update_profile(create=True)
         self.update_table()
 
     def update_histograms(self) -> None:
@@ -221,14 +221,17 @@ class CompareWidget(Dock):
         self.canvas.draw_idle()
 
     # -- line profile ------------------------------------------------------------------------------
-    def line_layer(self) -> Shapes:
+    def line_layer(self, create: bool = True) -> Shapes | None:
         """The Shapes layer holding the profile line.
 
-        A horizontal line across the middle of the noisy layer is drawn when there is none, and
-        again when the noisy layer changes: a line drawn for other layers may miss this one."""
+        A horizontal line across the middle of the noisy layer is drawn when there is none (unless
+        not ``create``: then None), and again when the noisy layer changes: a line drawn for other
+        layers may miss this one."""
         noisy = self.noisy.value
         existing = next((layer for layer in self._viewer.layers if layer.name == LINE_LAYER), None)
         layer = existing if isinstance(existing, Shapes) else None
+        if layer is None and not create:
+            return None
         if (
             layer is None
             or not len(layer.data)
@@ -306,10 +309,10 @@ class CompareWidget(Dock):
         stop[-1] = shape[-1] - 1
         return np.array([np.asarray(layer.data_to_world(p))[-2:] for p in (start, stop)])
 
-    def profile(self, layer: Image) -> tuple[np.ndarray, np.ndarray]:
+    def profile(self, layer: Image, line_layer: Shapes | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distance (world units) and intensity along the line, on the slice being displayed; only
         where the line lies inside ``layer`` (both empty if it misses it)."""
-        line_layer = self.line_layer()
+        line_layer = line_layer or self.line_layer()
         line = np.asarray(line_layer.data[-1])[[0, -1]]
         ends = []
         for vertex in line:
@@ -324,14 +327,21 @@ class CompareWidget(Dock):
         world_length = float(np.linalg.norm(np.diff(line, axis=0)))
         return fraction * world_length, values
 
-    def update_profile(self, *_) -> None:
+    def update_profile(self, *_, create: bool = False) -> None:
+        """Redraw the profile. Called by napari's events (the slice, the line's data), it does not
+        draw a missing line at once but after the events: within them the viewer may be removing
+        its layers (clearing, closing), and a line added back then is removed again, forever."""
         if self._closed or self.noisy.value not in self._viewer.layers or not self._all():
+            return
+        line_layer = self.line_layer(create)
+        if line_layer is None:
+            QTimer.singleShot(0, self._draw_line)
             return
         ax = self.ax_profile
         ax.clear()
         missed = []
         for layer in self._all():
-            distance, values = self.profile(layer)
+            distance, values = self.profile(layer, line_layer)
             if values.size:
                 ax.plot(distance, values, label=layer.name, linewidth=1)
             else:
@@ -351,6 +361,14 @@ class CompareWidget(Dock):
         if ax.lines:
             ax.legend(fontsize=7)
         self.canvas.draw_idle()
+
+    def _draw_line(self) -> None:
+        """The missing profile line, drawn once napari's events are done (if still wanted)."""
+        try:
+            if not self._closed:
+                self.update_profile(create=True)
+        except RuntimeError:  # the dock's Qt widgets went with the viewer
+            pass
 
     # -- metrics -----------------------------------------------------------------------------------
     def update_table(self) -> None:
