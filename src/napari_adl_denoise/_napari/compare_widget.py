@@ -31,6 +31,7 @@ from ._layers import (
     keep_fresh,
     layer_array,
     layout_args,
+    narrow,
     on_close,
 )
 
@@ -64,6 +65,8 @@ class CompareWidget(Dock):
             choices=lambda _: image_choices(viewer),
             tooltip="The noisy input: plotted, scored against the reference, and the base of the residuals.",
         )
+        for choice in (self.reference, self.noisy):
+            narrow(choice, 24)  # a long layer name must not widen the dock over the canvas
         self.denoised = Select(
             label="Denoised",
             choices=lambda _: image_choices(viewer),

@@ -45,6 +45,7 @@ from ._layers import (
     layout_args,
     model_arg,
     model_widgets,
+    narrow,
     start_on_active,
 )
 
@@ -66,6 +67,7 @@ class DenoiseWidget(JobDock):
             tooltip="The image layer to denoise: 2D, RGB(A), a 3D volume or a stack. It is never "
             "modified; the result is a new layer.",
         )
+        narrow(self.image, 24)  # a long layer name must not widen the dock
         methods = [m for m in list_methods() if get_method(m).available]
         self.method = ComboBox(
             label="Method",

@@ -11,7 +11,7 @@ from napari.utils.notifications import show_warning
 from ..noise import NOISE_KINDS, NOISE_PARAMETERS, add_noise, estimate_noise, estimate_noise_model
 from ._dock import Dock
 from ._jobs import copy_placement, start_job
-from ._layers import image_choices, keep_fresh, layer_array, start_on_active
+from ._layers import image_choices, keep_fresh, layer_array, narrow, start_on_active
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class NoiseWidget(Dock):
             tooltip="The image layer to add noise to (a new layer; this one is not modified), or whose "
             "noise to estimate.",
         )
+        narrow(self.image, 24)  # a long layer name must not widen the dock
         self.kind = ComboBox(
             label="Noise",
             choices=list(NOISE_KINDS),
