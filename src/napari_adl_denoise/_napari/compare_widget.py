@@ -315,7 +315,7 @@ class CompareWidget(Dock):
     def profile(self, layer: Image, line_layer: Shapes | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distance (world units) and intensity along the line, on the slice being displayed; only
         where the line lies inside ``layer`` (both empty if it misses it)."""
-        line_layer = line_layer or self.line_layer()
+        line_layer = self.line_layer() if line_layer is None else line_layer
         line = np.asarray(line_layer.data[-1])[[0, -1]]
         ends = []
         for vertex in line:
