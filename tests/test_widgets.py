@@ -413,6 +413,24 @@ def test_compare_widget_with_reference_histograms_profile_and_metrics(viewer, qt
     assert figure.stat().st_size > 1000 and table.read_text().startswith("layer,PSNR (dB),SSIM")
 
 
+def test_compare_legends_stay_inside_their_plots_with_long_layer_names(viewer, qtbot):
+    clean = data.camera()[:64, :64].astype(np.float32)
+    long = "immunohistochemistry of a very long tissue section, plane 12"
+    ref = viewer.add_image(clean, name=f"{long} (clean)")
+    noisy = viewer.add_image(add_noise(clean, sigma=25, seed=0), name=f"{long} (gaussian, sigma=25)")
+    den = viewer.add_image(clean + 1, name=f"{long} (gaussian, sigma=25) [adl]")
+    widget = add_widget(viewer, "Compare")
+    widget.reference.value, widget.noisy.value, widget.denoised.value = ref, noisy, [den]
+    widget.update_button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None and len(widget.rows) == 2, timeout=60_000)
+    widget.canvas.draw()
+    for ax in (widget.ax_histogram, widget.ax_profile):
+        legend, box = ax.get_legend(), ax.get_window_extent()
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert labels[-1].endswith("[adl]") and len(set(labels)) == 3  # the ends that tell them apart
+        assert legend.get_window_extent().width <= box.width
+
+
 def test_compare_widget_profile_follows_the_3d_slice_and_residuals_without_reference(
     viewer, qtbot, notifications
 ):
@@ -502,6 +520,14 @@ def test_docks_start_on_the_selected_layer_and_compare_pairs_a_sample(viewer, qt
     result = next(la for la in viewer.layers if la.name == f"{noisy.name} [tv]")
     qtbot.waitUntil(lambda: compare.denoised.value == [result], timeout=10_000)
     assert compare.noisy.value is noisy and compare.reference.value is clean
+    # a layer known to be noisy is no result to compare, nor clean data to fine-tune on
+    assert noisy not in compare.denoised.choices and result in compare.denoised.choices
+    fine_tune = add_widget(viewer, "Fine-tune")
+    assert noisy not in fine_tune.images.choices and clean in fine_tune.images.choices
+    fine_tune.data.value = "noisy"
+    assert noisy in fine_tune.images.choices
+    fine_tune.data.value = "pairs"
+    assert noisy in fine_tune.images.choices and noisy not in fine_tune.targets.choices
 
 
 def test_layers_filter_menu_denoises_the_selected_image_with_the_defaults(viewer, qtbot):

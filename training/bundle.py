@@ -206,7 +206,11 @@ def main() -> None:
         floats = {k: v for k, v in mine.items() if v.is_floating_point()}
         mixed = {k: fraction * v + (1 - fraction) * theirs[k] for k, v in floats.items()}
         loaded.model.load_state_dict({**mine, **mixed})
-        loaded.card["averaged_with"] = {"model": args.average[0], "other_fraction": round(1 - fraction, 4)}
+        loaded.card["averaged_with"] = {
+            "model": other.name,
+            "steps": other.card.get("steps"),
+            "other_fraction": round(1 - fraction, 4),
+        }
     kind = kind_of(loaded.config)
     fp32 = validate(loaded.model, kind, args.data)
     half = copy.deepcopy(loaded)

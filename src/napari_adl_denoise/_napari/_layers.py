@@ -27,9 +27,28 @@ class _Models:
 MODELS = _Models()
 
 
-def image_choices(viewer) -> list[tuple[str, Image]]:
-    """(name, layer) for every image layer, for magicgui combo boxes."""
-    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, Image)]
+def image_choices(viewer, keep: Callable[[Image], bool] | None = None) -> list[tuple[str, Image]]:
+    """(name, layer) for every image layer (or those ``keep`` accepts), for magicgui combo boxes."""
+    layers = [layer for layer in viewer.layers if isinstance(layer, Image)]
+    return [(layer.name, layer) for layer in layers if keep is None or keep(layer)]
+
+
+def made_from(layer, kind: str) -> str | None:
+    """The name of the layer that ``layer`` was made from by this plugin, if it is a ``kind``
+    ("denoised": a result of Denoise or the Layers menu; "noisy": Simulate noise's output or a
+    sample's noisy layer). None for a preview (a part of a result) and for any other layer."""
+    made = layer.metadata.get("napari_adl_denoise") if isinstance(layer, Image) else None
+    if not isinstance(made, dict) or "source_layer" not in made or "plane" in made:
+        return None
+    if ("noise" in made) != (kind == "noisy"):
+        return None
+    return made["source_layer"]
+
+
+def is_preview(layer) -> bool:
+    """Whether ``layer`` is a Denoise preview (one plane of a result)."""
+    made = layer.metadata.get("napari_adl_denoise")
+    return isinstance(made, dict) and "plane" in made
 
 
 def active_image(viewer) -> Image | None:

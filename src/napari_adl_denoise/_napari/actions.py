@@ -10,7 +10,7 @@ from ..inference import split_alpha
 from ..methods import default_method
 from ._jobs import copy_placement, start_job
 from ._layers import default_mode, layer_array, layout_args
-from .denoise_widget import Denoised, denoise_job
+from .denoise_widget import DEFAULTS, Denoised, denoise_job
 
 
 def denoise_layer(layer: Layer, viewer: Viewer) -> None:
@@ -22,8 +22,7 @@ def denoise_layer(layer: Layer, viewer: Viewer) -> None:
     layout = layout_args(layer, default_mode([layer]))
     method = default_method(layout["spatial_dims"], 3 if layer.rgb else 1)
     data, alpha = split_alpha(layer_array(layer), layer.rgb)  # RGBA: the colour denoised, alpha kept
-    params = {"method": method, "device": "auto", "tile_shape": None, "overlap": 0.25, "noise_model": "blind"}
-    params.update(layout)
+    params = {"method": method, **DEFAULTS, **layout}
 
     def add(done: Denoised) -> None:
         name, metadata = f"{layer.name} [{method}]", done.metadata(params, layer.name)

@@ -28,9 +28,11 @@ from ._layers import (
     active_image,
     default_mode,
     image_choices,
+    is_preview,
     keep_fresh,
     layer_array,
     layout_args,
+    made_from,
     narrow,
     on_close,
 )
@@ -39,6 +41,7 @@ LINE_LAYER = "profile line"
 _HIST_SAMPLES = 1_000_000
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mse": "MSE", "vifp": "VIFP", "delta_e": "DeltaE"}
+LEGEND_CHARS = 30  # a legend entry's characters: wider ones spilled out of the plots in a docked column
 VIFP_OMITTED = "n/a"  # its cell's tooltip says why
 
 
@@ -69,8 +72,9 @@ class CompareWidget(Dock):
             narrow(choice, 24)  # a long layer name must not widen the dock over the canvas
         self.denoised = Select(
             label="Denoised",
-            choices=lambda _: image_choices(viewer),
-            tooltip="One or more results to compare (Ctrl/Cmd-click to choose several).",
+            choices=lambda _: image_choices(viewer, _a_result),
+            tooltip="One or more results to compare (Ctrl/Cmd-click to choose several). Noisy "
+            "layers that Simulate noise or a sample made, and previews, are not listed.",
         )
         self.mode = ComboBox(
             label="Score as",
@@ -217,7 +221,7 @@ class CompareWidget(Dock):
         edges = np.linspace(lo, hi if hi > lo else lo + 1, 129)
         for layer, values in zip(layers, samples, strict=True):
             counts, _ = np.histogram(values, edges)
-            ax.stairs(counts, edges, label=layer.name)
+            ax.stairs(counts, edges, label=_legend(layer.name))
         ax.set_yscale("log" if self.log_counts.value else "linear")
         ax.set_title("Intensity histograms", fontsize=9)
         ax.legend(fontsize=7)
@@ -263,7 +267,7 @@ class CompareWidget(Dock):
         follow a denoised result added (once the insertion is done: napari's list is not moved,
         nor the choices reset, within its own event)."""
         QTimer.singleShot(0, self._raise_line)
-        if event is not None and _source(event.value, "denoised") is not None:
+        if event is not None and made_from(event.value, "denoised") is not None:
             QTimer.singleShot(0, lambda: self._follow_result(event.value))
 
     def _follow_result(self, result: Image | None = None) -> bool:
@@ -272,10 +276,10 @@ class CompareWidget(Dock):
         clean layer as Reference (else none, when Noisy changes). Whether there was one."""
         layers = self._viewer.layers
         if result is None:
-            result = next((la for la in reversed(layers) if _source(la, "denoised") is not None), None)
+            result = next((la for la in reversed(layers) if made_from(la, "denoised") is not None), None)
         if self._closed or result is None or result not in layers:
             return False
-        name = _source(result, "denoised")
+        name = made_from(result, "denoised")
         noisy = next((la for la in layers if la.name == name), None)
         if not isinstance(noisy, Image):
             return False
@@ -287,7 +291,7 @@ class CompareWidget(Dock):
         """``noisy`` as Noisy and its clean layer (if known) as Reference; unless ``always``, only
         a noisy layer whose clean one is known."""
         layers = self._viewer.layers
-        clean = None if noisy is None else _source(noisy, "noisy")
+        clean = None if noisy is None else made_from(noisy, "noisy")
         reference = next((la for la in layers if la.name == clean and isinstance(la, Image)), None)
         if noisy is None or (reference is None and not always):
             return
@@ -346,7 +350,7 @@ class CompareWidget(Dock):
         for layer in self._all():
             distance, values = self.profile(layer, line_layer)
             if values.size:
-                ax.plot(distance, values, label=layer.name, linewidth=1)
+                ax.plot(distance, values, label=_legend(layer.name), linewidth=1)
             else:
                 missed.append(layer.name)
         ax.set_title("Line profile (current slice)", fontsize=9)
@@ -504,12 +508,15 @@ class CompareWidget(Dock):
             self.message.value = f"saved {export(path)}"
 
 
-def _source(layer, kind: str) -> str | None:
-    """The name of the layer that ``layer`` was made from by this plugin, if it is a ``kind``
-    ("denoised": a result of Denoise or the Layers menu; "noisy": Simulate noise's output)."""
-    made = layer.metadata.get("napari_adl_denoise") if isinstance(layer, Image) else None
-    if not isinstance(made, dict) or "source_layer" not in made or "plane" in made:  # a preview: a part
-        return None
-    if ("noise" in made) != (kind == "noisy"):
-        return None
-    return made["source_layer"]
+def _legend(name: str, limit: int = LEGEND_CHARS) -> str:
+    """``name`` for a plot's legend: a long one keeps its start and end (the noise and the method
+    in a result's name) around an ellipsis, so the legend stays inside the plot."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return f"{name[:head]}\u2026{name[len(name) - (limit - 1 - head) :]}"
+
+
+def _a_result(layer: Image) -> bool:
+    """Whether ``layer`` may be a denoised result: not known to be noisy, nor a preview (a plane)."""
+    return made_from(layer, "noisy") is None and not is_preview(layer)

@@ -53,6 +53,10 @@ from ._layers import (
 PREVIEW_SLAB = 32
 
 
+DEFAULTS = {"device": "auto", "tile_shape": None, "overlap": 0.25, "noise_model": "blind"}
+"""The Denoise dock's starting choices, which Layers > Filter > Denoise with defaults runs with."""
+
+
 class DenoiseWidget(JobDock):
     """Choose an image, a method and its model, the device and tiles; Run, Preview or Cancel."""
 
@@ -79,7 +83,7 @@ class DenoiseWidget(JobDock):
         self.noise_model = ComboBox(
             label="Noise",
             choices=NOISE_MODELS,
-            value="blind",
+            value=DEFAULTS["noise_model"],
             tooltip="blind: denoise the image as it is (the default gray model learnt Gaussian, Poisson, "
             "Poisson-Gaussian and Rician noise). poisson_gaussian: photon noise (fluorescence, "
             "low-dose X-ray/CT), made Gaussian by the generalised Anscombe transform with the "
@@ -114,7 +118,7 @@ class DenoiseWidget(JobDock):
         self.device = ComboBox(
             label="Device",
             choices=["auto", *available_devices()],
-            value="auto",
+            value=DEFAULTS["device"],
             tooltip="Where the network runs: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
         )
         self.tile = SpinBox(
@@ -122,7 +126,7 @@ class DenoiseWidget(JobDock):
             min=0,
             max=4096,
             step=8,
-            value=0,
+            value=DEFAULTS["tile_shape"] or 0,
             tooltip="Edge of the square (cubic in 3D) tiles the image is processed in, in pixels "
             "(a multiple of 8). 0 = auto: the largest tile that fits the device's memory. "
             "Smaller tiles use less memory; the result barely changes.",
@@ -132,7 +136,7 @@ class DenoiseWidget(JobDock):
             min=0.0,
             max=0.75,
             step=0.05,
-            value=0.25,
+            value=DEFAULTS["overlap"],
             tooltip="How much neighbouring tiles overlap, as a fraction of the tile (0.25 = a "
             "quarter). Overlaps are cross-faded, hiding seams; more overlap costs more time.",
         )

@@ -43,6 +43,7 @@ from ._layers import (
     keep_fresh,
     layer_array,
     layout_args,
+    made_from,
     model_arg,
     model_label,
     model_widgets,
@@ -103,13 +104,16 @@ class FineTuneWidget(JobDock):
         )
         self.images = Select(
             label="Clean images",
-            choices=lambda _: image_choices(napari_viewer),
+            choices=lambda _: image_choices(
+                napari_viewer, lambda layer: self.data.value != "clean" or made_from(layer, "noisy") is None
+            ),
             tooltip="One or more image layers of your modality, all 2D gray, all RGB or all 3D "
-            "(Ctrl/Cmd-click to choose several).",
+            "(Ctrl/Cmd-click to choose several). Clean images: layers that Simulate noise or a "
+            "sample made noisy are not listed.",
         )
         self.targets = Select(
             label="Clean targets",
-            choices=lambda _: image_choices(napari_viewer),
+            choices=lambda _: image_choices(napari_viewer, lambda layer: made_from(layer, "noisy") is None),
             visible=False,
             tooltip="The clean reference of each noisy image, of the same shape. Images and targets "
             "are paired in layer-list order: the first chosen image (from the top) with the first "
@@ -299,6 +303,7 @@ class FineTuneWidget(JobDock):
         self.export_button.changed.connect(self.export)
         self.delete_button.changed.connect(self.delete)
         self.images.changed.connect(self._default_mode)
+        self.data.changed.connect(self.images.reset_choices)  # clean data lists no known noisy layer
         for widget in (self.images, self.mode):  # only models for the chosen data are listed
             widget.changed.connect(self.model.reset_choices)
         for widget in (self.data, self.images, self.targets, self.mode, self.model, self.noise, self.output):
