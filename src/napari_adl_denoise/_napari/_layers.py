@@ -38,7 +38,7 @@ def made_from(layer, kind: str) -> str | None:
     ("denoised": a result of Denoise or the Layers menu; "noisy": Simulate noise's output or a
     sample's noisy layer). None for a preview (a part of a result) and for any other layer."""
     made = layer.metadata.get("napari_adl_denoise") if isinstance(layer, Image) else None
-    if not isinstance(made, dict) or "source_layer" not in made or "plane" in made:
+    if not isinstance(made, dict) or "source_layer" not in made or is_preview(layer):
         return None
     if ("noise" in made) != (kind == "noisy"):
         return None
